@@ -1,0 +1,1 @@
+"""kopf operator for the ZeekPipeline custom resource."""
