@@ -1,0 +1,1 @@
+"""Thin confluent-kafka helpers: client configuration from settings, topic management, errors."""

@@ -1,0 +1,82 @@
+"""librdkafka configuration dictionaries derived from Settings; `kafka.librdkafka` passes through and wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zeek_pipeline.settings import KafkaSecurity, Settings
+
+
+def _security(security: KafkaSecurity) -> dict[str, Any]:
+    conf: dict[str, Any] = {"security.protocol": security.protocol}
+    if security.sasl_mechanism:
+        conf["sasl.mechanism"] = security.sasl_mechanism
+    if security.sasl_username:
+        conf["sasl.username"] = security.sasl_username
+    if security.sasl_password is not None:
+        conf["sasl.password"] = security.sasl_password.get_secret_value()
+    for key, value in (
+        ("ssl.ca.location", security.ssl_ca_location),
+        ("ssl.certificate.location", security.ssl_certificate_location),
+        ("ssl.key.location", security.ssl_key_location),
+    ):
+        if value:
+            conf[key] = value
+    if security.ssl_key_password is not None:
+        conf["ssl.key.password"] = security.ssl_key_password.get_secret_value()
+    return conf
+
+
+def common(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:
+    """Connection settings every client shares."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap or settings.kafka.bootstrap_servers,
+        "client.id": f"zeek-pipeline-{settings.instance_id or 'local'}",
+        "socket.keepalive.enable": True,
+    }
+    conf.update(_security(settings.kafka.security))
+    conf.update(settings.kafka.librdkafka)
+    return conf
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A manual-commit, read_committed consumer with cooperative rebalancing."""
+    conf = common(settings)
+    conf.update({
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 30_000,
+        "max.poll.interval.ms": 300_000,
+        # Bound what librdkafka prefetches so a large backlog cannot grow memory without limit.
+        "queued.max.messages.kbytes": 32_768,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+    })
+    conf.update(settings.kafka.librdkafka)
+    conf.update(overrides)
+    return conf
+
+
+def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent, compressed, batching producer for the output topics."""
+    conf = common(settings, settings.output_bootstrap_servers)
+    conf.update({
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": settings.output.kafka.compression,
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.kbytes": 65_536,
+        "queue.buffering.max.messages": 200_000,
+        "message.max.bytes": settings.normalizer.max_message_bytes + 65_536,
+    })
+    conf.update(settings.kafka.librdkafka)
+    conf.update(overrides)
+    return conf
+
+
+def admin(settings: Settings) -> dict[str, Any]:
+    return common(settings)
