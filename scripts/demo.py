@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 signal.pause()
         return 0 if complete else 1
     finally:
-        for name, proc in processes.items():
+        for proc in processes.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in processes.items():
