@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args) -> int`,
 # and is imported only when its subcommand runs, so `normalize` never pays for FastAPI or kopf.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
