@@ -127,6 +127,9 @@ class NormalizerSettings(_Section):
     key_field: Literal["uid", "community_id"] = "uid"
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     http_port: Port = 8081
+    # SIGTERM/SIGINT: finish the batch, commit and close within this many seconds (Kubernetes'
+    # terminationGracePeriodSeconds should be a little longer).
+    shutdown_timeout_seconds: float = Field(30, gt=0)
 
 
 class WriterSettings(_Section):
