@@ -16,10 +16,11 @@ and adds a few optional keys per type (all have defaults):
 - "zeek_locality": whether the record's `local_orig`/`local_resp` give the locality of src/dst (false for
   files, whose `local_orig` describes the file's sender, not the connection's originator).
 
-Several raw fields may promote to one target: the first one present (in file order) wins, so notice can
-take `src` when it has no `id.orig_h`. A promotion to `event_time` converts the Zeek time to ms since the
-epoch. A static string may contain `{log_type}`. The entry named "default" applies to every log type the
-file does not list (unknown types are never dropped); without it, `DEFAULT_RULE` below applies.
+Each target has one raw source (the Parquet writer stores a promoted field once, under its target name).
+A promotion of a Zeek `time` field (ts -> event_time) converts it to ms since the epoch. A static string
+may contain `{log_type}`. The entry named "default" applies to every log type the file does not list
+(unknown types are never dropped: they get the common promotions of ts, uid, id.* and proto); without
+it, `DEFAULT_RULE` below applies.
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ class LogTypeRule(_Frozen):
 
     @model_validator(mode="after")
     def _no_overlap(self) -> LogTypeRule:
+        seen: dict[str, str] = {}
+        for raw, target in self.promote.items():
+            if target in seen:
+                raise ValueError(f"promote: {seen[target]!r} and {raw!r} both promote to {target!r}; "
+                                 "a target takes one raw field")
+            seen[target] = raw
         both = set(self.promote.values()) & set(self.static)
         if both:
             raise ValueError(f"field(s) {sorted(both)} are both promoted and static; keep one")
