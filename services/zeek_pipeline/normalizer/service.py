@@ -1,0 +1,509 @@
+"""The consume -> transform -> produce loop of the normalizer-enricher.
+
+One batch is one transaction (exactly-once) or one flush-then-commit (at-least-once). The loop only
+consumes between batches' records, so when librdkafka runs a rebalance callback (inside consume()) every
+record handed out so far is already produced: on revoke the open batch is committed (or aborted and
+rewound) before the partitions move; on lost it is aborted, nothing of it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+
+from zeek_pipeline.core.transform import Accepted, Rejected
+from zeek_pipeline.kafka import config as kafka_config
+from zeek_pipeline.normalizer.at_least_once import AtLeastOnceOutput
+from zeek_pipeline.normalizer.batch import Batch, BatchPolicy, TopicPartitionKey
+from zeek_pipeline.normalizer.dlq import INTERNAL_ERROR, OUTPUT_TOO_LARGE, dead_letter, output_headers
+from zeek_pipeline.normalizer.errors import BatchAborted, FatalKafkaError, describe
+from zeek_pipeline.normalizer.output import KafkaOutput
+from zeek_pipeline.normalizer.transactions import TransactionalOutput, transactional_id
+from zeek_pipeline.runtime.service import ServiceRuntime
+from zeek_pipeline.settings import Settings
+
+COMPONENT = "normalizer-enricher"
+log = logging.getLogger("zeek_pipeline.normalizer-enricher")
+
+RECORD_OVERHEAD = 4096  # record batch framing and our headers, kept free under a topic's max.message.bytes
+PRODUCER_HEADROOM = 64 * 1024
+REVOKE_BUDGET_SECONDS = 20.0  # a revoke must not hold the group's rebalance for long
+TOPIC_WAIT_LOG_SECONDS = 10.0
+LAG_SECONDS = 5.0
+
+
+class TransformerLike(Protocol):
+    def transform(self, body: bytes, *, topic: str | None = None,
+                  ingest_time_ms: int | None = None) -> Accepted | Rejected: ...
+
+
+def limits_from_topic_configs(max_message_bytes: int, output_topic_max: int | None,
+                              dlq_topic_max: int | None) -> tuple[int, int]:
+    """(largest normalized document, largest dead-letter value) this service may produce.
+
+    A document bigger than the output topic accepts would fail its whole transaction again and again, so it
+    goes to the dead-letter topic instead; a dead letter keeps the original bytes up to its topic's limit."""
+    output_limit = max_message_bytes
+    if output_topic_max is not None:
+        output_limit = min(output_limit, output_topic_max - RECORD_OVERHEAD)
+    dlq_limit = max(max_message_bytes, 1024) if dlq_topic_max is None else dlq_topic_max - RECORD_OVERHEAD
+    return max(output_limit, 1024), max(dlq_limit, 1024)
+
+
+class NormalizerService:
+    def __init__(self, settings: Settings, transformer: TransformerLike, runtime: ServiceRuntime | None = None,
+                 ) -> None:
+        self.settings = settings
+        self.transformer = transformer
+        self.runtime = runtime or ServiceRuntime(COMPONENT, settings, settings.normalizer.http_port,
+                                                 status_extra=self._status_extra, health_extra=self._health_extra)
+        normalizer = settings.normalizer
+        self.guarantee = normalizer.processing_guarantee
+        self.policy = BatchPolicy(normalizer.batch_size, normalizer.batch_timeout_ms / 1000,
+                                  settings.kafka.max_poll_records)
+        self.batch = Batch()
+        self.input_topic = settings.kafka.topic
+        self.output_topic = settings.output.kafka.topic
+        self.dlq_topic = settings.output.kafka.dlq_topic
+        self.transaction_seconds = normalizer.transaction_timeout_ms / 1000
+        self.shutdown_seconds = normalizer.shutdown_timeout_seconds
+        self.transactional_id = transactional_id(settings.kafka.group_id, self.runtime.instance)
+        self.output_limit = self.dlq_limit = normalizer.max_message_bytes
+        self.assigned: set[TopicPartitionKey] = set()
+        self.positions: dict[TopicPartitionKey, int] = {}  # next offset per partition: skips re-delivered records
+        self.commits = 0
+        self.aborts = 0
+        self.skipped = 0
+        self.last_commit_at: float | None = None
+        self._tp_bytes: dict[TopicPartitionKey, tuple[bytes, bytes]] = {}
+        self._log_type_bytes: dict[str, bytes] = {}
+        self._stop_deadline: float | None = None
+        self._fatal: str | None = None
+        self._next_lag = 0.0
+        self._last_consume_error: tuple[str, float] = ("", 0.0)
+        self._consumer: Consumer | None = None
+        self._output: KafkaOutput | None = None
+        self._queue_max = 1
+
+    # --- wiring ------------------------------------------------------------------------------------
+    @property
+    def consumer(self) -> Consumer:
+        assert self._consumer is not None
+        return self._consumer
+
+    @property
+    def output(self) -> KafkaOutput:
+        assert self._output is not None
+        return self._output
+
+    def _client_logger(self) -> logging.Logger:
+        return logging.getLogger("zeek_pipeline.librdkafka")
+
+    def _admin(self) -> AdminClient:
+        conf = kafka_config.common(self.settings, self.settings.output_bootstrap_servers)
+        conf.update({"error_cb": self._quiet_error, "logger": self._client_logger()})
+        return AdminClient(conf)
+
+    def _quiet_error(self, err: KafkaError) -> None:
+        log.debug("admin: %s", err.str())
+
+    def _build_output(self) -> KafkaOutput:
+        overrides: dict[str, Any] = {
+            "error_cb": self.runtime.on_kafka_error,
+            "logger": self._client_logger(),
+            # Same key -> same partition as Java clients (one flow stays in one partition).
+            "partitioner": "murmur2_random",
+            "message.max.bytes": max(self.output_limit, self.dlq_limit) + PRODUCER_HEADROOM,
+        }
+        if self.guarantee == "exactly_once":
+            overrides["transactional.id"] = self.transactional_id
+            overrides["transaction.timeout.ms"] = self.settings.normalizer.transaction_timeout_ms
+        conf = kafka_config.producer(self.settings, **overrides)
+        self._queue_max = int(conf.get("queue.buffering.max.messages", 100_000))
+        if self.guarantee == "exactly_once":
+            return TransactionalOutput(conf, stop_deadline=self._deadline_if_stopping)
+        return AtLeastOnceOutput(conf, stop_deadline=self._deadline_if_stopping)
+
+    def _build_consumer(self) -> Consumer:
+        conf = kafka_config.consumer(self.settings, self.settings.kafka.group_id,
+                                     error_cb=self.runtime.on_kafka_error, logger=self._client_logger())
+        return Consumer(conf)
+
+    def _deadline_if_stopping(self) -> float | None:
+        return self._stop_deadline
+
+    # --- startup -----------------------------------------------------------------------------------
+    def _wait_for_topics(self) -> bool:
+        """Wait (not ready, not failing) until the input, output and dead-letter topics exist."""
+        admin = self._admin()
+        wanted = [self.input_topic, self.output_topic, self.dlq_topic]
+        next_log = 0.0
+        while not self.runtime.stop_requested:
+            try:
+                existing = set(admin.list_topics(timeout=5).topics)
+                missing = [topic for topic in wanted if topic not in existing]
+            except KafkaException as exc:
+                missing = wanted
+                reason = f"broker unreachable: {describe(exc)}"
+            else:
+                reason = f"waiting for topics: {', '.join(missing)}"
+            if not missing:
+                self._read_topic_limits(admin)
+                return True
+            self.runtime.set_state("starting", reason)
+            if time.monotonic() >= next_log:
+                log.warning("%s", reason)
+                next_log = time.monotonic() + TOPIC_WAIT_LOG_SECONDS
+            self.runtime.stop_event.wait(1.0)
+        return False
+
+    def _read_topic_limits(self, admin: AdminClient) -> None:
+        found: dict[str, int] = {}
+        try:
+            resources = [ConfigResource(ResourceType.TOPIC, name) for name in (self.output_topic, self.dlq_topic)]
+            for resource, future in admin.describe_configs(resources, request_timeout=10).items():
+                entry = future.result(10).get("max.message.bytes")
+                if entry is not None and entry.value is not None:
+                    found[resource.name] = int(entry.value)
+        except Exception as exc:  # noqa: BLE001 - the configured limit still applies
+            log.warning("cannot read the output topics' max.message.bytes (%s); using max_message_bytes",
+                        describe(exc))
+        self.output_limit, self.dlq_limit = limits_from_topic_configs(
+            self.settings.normalizer.max_message_bytes, found.get(self.output_topic), found.get(self.dlq_topic))
+        if found.get(self.output_topic, 1 << 62) < self.settings.normalizer.max_message_bytes:
+            log.warning("topic %s accepts %d bytes, less than normalizer.max_message_bytes; larger documents "
+                        "go to %s", self.output_topic, found[self.output_topic], self.dlq_topic)
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        runtime = self.runtime
+        runtime.install_signal_handlers()
+        runtime.start()
+        code = 0
+        try:
+            code = self._run()
+        except FatalKafkaError as exc:
+            self._fatal = str(exc)
+            runtime.metrics.error(str(exc))
+            log.error("fatal: %s; exiting so the pod restarts (uncommitted work is redone)", exc)
+            code = 1
+        except Exception as exc:  # a bug: commit nothing more (the batch may be half handled) and exit
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            runtime.metrics.error(self._fatal)
+            log.exception("unexpected error; exiting without committing the open batch")
+            code = 1
+        finally:
+            self._close(code)
+            runtime.close()
+        return code
+
+    def _run(self) -> int:
+        runtime = self.runtime
+        if not self._wait_for_topics():
+            return 0
+        self._output = self._build_output()
+        if not self.output.start(lambda: runtime.stop_requested):
+            return 0
+        self._consumer = self._build_consumer()
+        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        runtime.set_state("ok")
+        log.info("consuming", extra={"context": {
+            "topic": self.input_topic, "group": self.settings.kafka.group_id, "output": self.output_topic,
+            "dlq": self.dlq_topic, "guarantee": self.guarantee, "transactional_id": self.transactional_id
+            if self.guarantee == "exactly_once" else None, "batch_size": self.policy.max_records}})
+        self._loop()
+        return self._shutdown()
+
+    def _loop(self) -> None:
+        runtime, policy, batch = self.runtime, self.policy, self.batch
+        while not runtime.stop_requested:
+            runtime.tick()
+            now = time.monotonic()
+            if now >= self._next_lag:
+                self._observe(now)
+            if batch and policy.due(batch.count, batch.started, now):
+                self._commit(now + self.transaction_seconds, now + 2 * self.transaction_seconds)
+                continue
+            messages = self.consumer.consume(policy.poll_size(batch.count),
+                                             policy.poll_timeout(batch.count, batch.started, now))
+            if self._fatal:
+                raise FatalKafkaError(self._fatal)
+            if messages:
+                self._process(messages)
+        if runtime.fatal_error:
+            raise FatalKafkaError(runtime.fatal_error)
+
+    def _process(self, messages: list[Message]) -> None:
+        """The hot path: transform each record and hand its output or dead letter to the producer."""
+        transform = self.transformer.transform
+        produce = self.output.produce
+        batch, positions = self.batch, self.positions
+        output_topic, output_limit = self.output_topic, self.output_limit
+        tp_bytes, log_type_bytes = self._tp_bytes, self._log_type_bytes
+        now = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
+        consumed = 0
+        index = 0
+        try:
+            for index, msg in enumerate(messages):  # noqa: B007 - `index` tells an abort where it stopped
+                err = msg.error()
+                if err is not None:
+                    self._consume_error(err)
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                tp = (topic, partition)
+                expected = positions.get(tp)
+                if expected is not None and offset < expected:
+                    self.skipped += 1  # fetched before a rewind or re-delivered: already in this batch
+                    continue
+                # Recorded before producing, so an abort in produce() rewinds to this record at the latest.
+                positions[tp] = offset + 1
+                batch.add(tp, offset, now)
+                consumed += 1
+                value = msg.value()
+                result = transform(value if value is not None else b"", topic=topic, ingest_time_ms=now_ms)
+                names = tp_bytes.get(tp)
+                if names is None:
+                    names = tp_bytes[tp] = (topic.encode(), b"%d" % partition)
+                if type(result) is Accepted:
+                    document = result.value
+                    if len(document) <= output_limit:
+                        log_type = log_type_bytes.get(result.log_type)
+                        if log_type is None:
+                            log_type = log_type_bytes[result.log_type] = result.log_type.encode()
+                        produce(output_topic, document, result.key,
+                                output_headers(log_type, names[0], names[1], offset))
+                        batch.accepted += 1
+                    else:
+                        self._dead_letter(msg, OUTPUT_TOO_LARGE, f"normalized document of {len(document)} bytes "
+                                          f"exceeds the {output_limit} bytes {output_topic} accepts")
+                elif type(result) is Rejected:
+                    self._dead_letter(msg, result.reason, result.detail)
+                else:
+                    self._dead_letter(msg, INTERNAL_ERROR, f"transform returned {type(result).__name__}")
+        except BatchAborted as exc:
+            # The records after the failing one were fetched (the consumer's position is past them) but not
+            # handled: their partitions must be rewound too, to their first unhandled offset.
+            for msg in messages[index + 1:]:
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if msg.error() is None and topic is not None and partition is not None and offset is not None:
+                    batch.first.setdefault((topic, partition), offset)
+            self.output.abort(time.monotonic() + self.transaction_seconds)
+            self._after_abort(str(exc))
+        finally:
+            self.runtime.metrics.add("consumed", consumed)
+            self.output.poll()
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        ts_type, ts = msg.timestamp()
+        letter = dead_letter(key=msg.key(), value=msg.value(), original_headers=msg.headers(), reason=reason,
+                             detail=detail, topic=topic, partition=partition, offset=offset,
+                             timestamp_ms=ts if ts_type != 0 else None, max_value_bytes=self.dlq_limit)
+        self.output.produce(self.dlq_topic, letter.value, letter.key, letter.headers)
+        self.batch.reject(reason, detail, f"{topic}[{partition}]@{offset}")
+
+    def _consume_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+            return
+        if err.fatal():
+            raise FatalKafkaError(f"consumer: {err.name()}: {err.str()}")
+        text = f"{err.name()}: {err.str()}"
+        last_text, last_at = self._last_consume_error
+        if text != last_text or time.monotonic() - last_at > TOPIC_WAIT_LOG_SECONDS:
+            log.warning("consumer: %s", text)
+            self.runtime.metrics.error(f"consumer: {text}")
+            self._last_consume_error = (text, time.monotonic())
+
+    # --- commit / abort ----------------------------------------------------------------------------
+    def _offsets(self) -> list[TopicPartition]:
+        """The next offset of every partition in the batch; the consumer's position when it is further
+        (it steps over a transactional input's control records, which are never handed out)."""
+        wanted = dict(self.batch.next)
+        try:
+            for tp in self.consumer.position([TopicPartition(t, p) for t, p in wanted]):
+                key = (tp.topic, tp.partition)
+                if tp.offset is not None and tp.offset > wanted.get(key, tp.offset):
+                    wanted[key] = tp.offset
+        except KafkaException as exc:
+            log.debug("position: %s", describe(exc))
+        return [TopicPartition(t, p, offset) for (t, p), offset in wanted.items()]
+
+    def _commit(self, deadline: float, abort_deadline: float) -> bool:
+        """Make the batch durable with its offsets; False when it was aborted and rewound instead."""
+        batch = self.batch
+        if not batch:
+            return True
+        try:
+            self.output.commit(self.consumer, self._offsets(), deadline, abort_deadline)
+        except BatchAborted as exc:
+            self._after_abort(str(exc))
+            return False
+        metrics = self.runtime.metrics
+        metrics.add("transactions")
+        metrics.add("produced", batch.accepted)
+        for reason, detail, source in batch.rejects:
+            metrics.reject(reason, detail, source)
+        unrecorded = sum(batch.reasons.values()) - len(batch.rejects)
+        if unrecorded > 0:
+            metrics.add("rejected", unrecorded)
+        self.commits += 1
+        self.last_commit_at = time.time()
+        self.runtime.broker_ok()
+        batch.clear()
+        return True
+
+    def _after_abort(self, why: str) -> None:
+        """Rewind every still-assigned partition of the batch to its first offset (= last committed)."""
+        self.aborts += 1
+        self.runtime.metrics.add("aborts")
+        self.runtime.metrics.error(f"batch aborted: {why}")
+        points = self.batch.rewind_points(self.assigned)
+        log.warning("batch of %d records aborted (%s); rewinding %d partitions", self.batch.count, why,
+                    len(points))
+        for (topic, partition), offset in points.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Going on would commit past records whose output was aborted: restart from committed offsets.
+                raise FatalKafkaError(f"cannot rewind {topic}[{partition}] to {offset}: {describe(exc)}") from exc
+            self.positions[(topic, partition)] = offset
+        for tp in set(self.batch.first) - set(points):
+            self.positions.pop(tp, None)
+        self.batch.clear()
+
+    # --- rebalance ---------------------------------------------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.runtime.metrics.add("rebalances")
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assigned.add(key)
+            self.positions.pop(key, None)
+        self.runtime.set_assignment(self.assigned)
+        log.info("partitions assigned", extra={"context": {
+            "added": _names(partitions), "now": len(self.assigned)}})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit the open batch (or abort and rewind it) before the partitions move to another member."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned -= revoked
+        if self.batch and not self._fatal:
+            deadline = time.monotonic() + min(REVOKE_BUDGET_SECONDS, self.transaction_seconds)
+            if self._stop_deadline is not None:
+                deadline = min(deadline, self._stop_deadline)
+            try:
+                self._commit(deadline, deadline + REVOKE_BUDGET_SECONDS)
+            except FatalKafkaError as exc:
+                self._fatal = str(exc)
+        self._drop(revoked)
+        log.info("partitions revoked", extra={"context": {"removed": _names(partitions), "now": len(self.assigned)}})
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Another member may own these already: commit nothing of them, abort the batch."""
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned -= lost
+        if self.batch and not self._fatal:
+            try:
+                self.output.abort(time.monotonic() + self.transaction_seconds)
+                self._after_abort("partitions lost")
+            except FatalKafkaError as exc:
+                self._fatal = str(exc)
+        self._drop(lost)
+        log.warning("partitions lost", extra={"context": {"lost": _names(partitions), "now": len(self.assigned)}})
+
+    def _drop(self, partitions: set[TopicPartitionKey]) -> None:
+        self.batch.forget(partitions)
+        for tp in partitions:
+            self.positions.pop(tp, None)
+            self._tp_bytes.pop(tp, None)
+        self.runtime.set_assignment(self.assigned)
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def _shutdown(self) -> int:
+        """Stop fetching, finish the batch, commit, close; a watchdog bounds the whole of it."""
+        started = time.monotonic()
+        self._stop_deadline = started + self.shutdown_seconds * 0.7
+        self._start_watchdog(started + self.shutdown_seconds)
+        log.info("stopping: committing the open batch", extra={"context": {"records": self.batch.count}})
+        self._commit(self._stop_deadline, self._stop_deadline)
+        return 0
+
+    def _start_watchdog(self, at: float) -> None:
+        def expire() -> None:
+            log.error("shutdown did not finish within %.0fs; exiting", self.shutdown_seconds)
+            logging.shutdown()
+            os._exit(0 if not self.batch and not self._fatal else 1)
+
+        timer = threading.Timer(max(0.0, at - time.monotonic()), expire)
+        timer.daemon = True
+        timer.start()
+
+    def _close(self, code: int) -> None:
+        if self._stop_deadline is None:
+            started = time.monotonic()
+            self._stop_deadline = started + self.shutdown_seconds * 0.7
+            self._start_watchdog(started + self.shutdown_seconds)
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # leaves the group; the revoke callback finds no open batch
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                log.warning("consumer close: %s", describe(exc))
+        if self._output is not None and code == 0:
+            self._output.close(max(0.5, self._stop_deadline - time.monotonic()))
+        log.info("stopped", extra={"context": {"commits": self.commits, "aborts": self.aborts, "exit": code}})
+
+    # --- observability -----------------------------------------------------------------------------
+    def _observe(self, now: float) -> None:
+        self._next_lag = now + LAG_SECONDS
+        metrics = self.runtime.metrics
+        if self._output is not None:
+            metrics.set_buffer(min(100.0, 100.0 * self.output.queue_length() / max(1, self._queue_max)))
+        if self._consumer is None:
+            return
+        for topic, partition in list(self.assigned):
+            position = self.positions.get((topic, partition))
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if position is not None and high >= 0:
+                metrics.set_lag(topic, partition, max(0, high - position))
+        if not self.runtime.broker_reachable:
+            try:
+                self.consumer.list_topics(self.input_topic, timeout=1)
+                self.runtime.broker_ok()
+            except KafkaException:
+                pass
+
+    def _status_extra(self) -> dict[str, Any]:
+        return {
+            "processing_guarantee": self.guarantee,
+            "transactional_id": self.transactional_id if self.guarantee == "exactly_once" else None,
+            "input_topic": self.input_topic,
+            "output_topic": self.output_topic,
+            "dlq_topic": self.dlq_topic,
+            "batch_size": self.policy.max_records,
+            "open_batch": self.batch.count,
+            "commits": self.commits,
+            "aborts": self.aborts,
+            "last_commit_at": self.last_commit_at,
+            "backpressure_waits": self._output.backpressure_waits if self._output else 0,
+        }
+
+    def _health_extra(self) -> dict[str, Any]:
+        return {"commits": self.commits, "aborts": self.aborts}
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions[:20]) + (
+        f",+{len(partitions) - 20}" if len(partitions) > 20 else "")
