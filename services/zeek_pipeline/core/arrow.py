@@ -1,0 +1,595 @@
+"""Buffered three-layer documents of one log type -> one typed Arrow table, vectorised.
+
+The fast path reads the whole batch with pyarrow.json against an explicit schema (the raw, normalized
+and enriched structs typed from schema.json and the rules) and builds the flat columns with
+pyarrow.compute; no Python runs per row except to build `_extra` for the rows that have unknown raw
+fields. Raw time fields arrive as ISO 8601 strings or epoch seconds: the first and last documents of
+the batch decide which one the reader expects (ISO is parsed by the reader itself; epoch seconds are
+read as float64 and turned into exact microseconds by round(x * 1e6), exact for Zeek's 6 decimals).
+
+A batch the reader cannot take in one go (ISO and epoch mixed, a string where a count is expected, a
+value out of range, an invalid document) goes through the fallback: each document is checked and
+coerced in Python (lossless coercions only: "42" -> 42 for a count, 42 -> "42" for a string, ISO or
+epoch -> microseconds), re-serialised, and read again by the same vectorised builder. A document that
+cannot be typed at all is not dropped silently: `convert_documents()` returns it as a `RowReject`
+(index, reason, detail) so the caller can dead-letter it; `documents_to_table()` raises
+`ConversionError` carrying both the table of good rows and the rejects.
+
+Column rules (names, promotions, collisions, `_extra`, lineage): `schema.table_layout()` and
+docs/parquet-layout.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from zeek_pipeline.core.rules import NormalizationRules
+from zeek_pipeline.core.schema import (
+    ENRICHED_COLUMNS,
+    EXTRA_COLUMN,
+    OFFSET_COLUMN,
+    PARTITION_COLUMN,
+    PIPELINE_TIMES,
+    TIMESTAMP_MS,
+    TIMESTAMP_US,
+    TableLayout,
+    ZeekSchema,
+    ZeekType,
+    arrow_type,
+    table_layout,
+)
+from zeek_pipeline.core.timefmt import to_us
+
+REJECT_INVALID_DOCUMENT = "invalid_document"
+REJECT_LOG_TYPE_MISMATCH = "log_type_mismatch"
+REJECT_UNTYPABLE_VALUE = "untypable_value"
+
+TimeForm = Literal["iso", "epoch", "us"]  # ISO 8601 text, epoch seconds, epoch microseconds (fallback)
+
+_MIN_BLOCK_SIZE = 1 << 22
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_INT_RANGES: dict[pa.DataType, tuple[int, int]] = {
+    pa.uint64(): (0, (1 << 64) - 1),
+    pa.int64(): _INT64,
+    pa.uint16(): (0, 65535),
+    pa.int32(): (-(1 << 31), (1 << 31) - 1),
+    pa.int16(): (-(1 << 15), (1 << 15) - 1),
+    pa.int8(): (-128, 127),
+}
+_INT_TEXT_RE = re.compile(r"^[+-]?\d+$")
+_BOOL_TEXT = {"T": True, "F": False, "true": True, "false": False, "True": True, "False": False}
+
+
+@dataclass(frozen=True, slots=True)
+class RowReject:
+    """A document of the batch that could not be typed; `index` is its position in `values`."""
+
+    index: int
+    reason: str  # REJECT_* constant
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """The typed table of the good documents (input order) and the documents that failed."""
+
+    table: pa.Table
+    rejects: tuple[RowReject, ...] = ()
+    fast_path: bool = True  # False when the per-document fallback ran
+    kept: tuple[int, ...] | None = None  # indexes of `values` in the table; None means all of them
+
+
+class ConversionError(ValueError):
+    """Some documents could not be typed; `.conversion` holds the table of the others and the rejects."""
+
+    def __init__(self, conversion: Conversion) -> None:
+        self.conversion = conversion
+        first = conversion.rejects[0]
+        super().__init__(f"{len(conversion.rejects)} document(s) could not be typed; first: "
+                         f"#{first.index} {first.reason}: {first.detail}")
+
+
+class _Untypable(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per log type: layout, read schemas
+
+
+@dataclass(slots=True)
+class _Plan:
+    layout: TableLayout
+    time_fields: tuple[str, ...]
+    read_schemas: dict[tuple[tuple[str, TimeForm], ...], pa.Schema] = field(default_factory=dict)
+    canonical_schema: pa.Schema | None = None
+
+
+_PLANS: OrderedDict[tuple[str, int, int], tuple[_Plan, ZeekSchema, NormalizationRules]] = OrderedDict()
+_PLAN_CACHE_SIZE = 256
+
+
+def _plan(log_type: str, schema: ZeekSchema, rules: NormalizationRules) -> _Plan:
+    # keyed by identity; the entry keeps schema and rules alive so an id is never reused while cached
+    key = (log_type, id(schema), id(rules))
+    hit = _PLANS.get(key)
+    if hit is not None:
+        _PLANS.move_to_end(key)
+        return hit[0]
+    layout = table_layout(log_type, schema, rules)
+    time_fields = tuple(name for name, zt in layout.raw_fields.items() if zt.is_time)
+    plan = _Plan(layout, time_fields)
+    _PLANS[key] = (plan, schema, rules)
+    if len(_PLANS) > _PLAN_CACHE_SIZE:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def _read_type(zeek_type: ZeekType, form: TimeForm) -> pa.DataType:
+    if not zeek_type.is_time:
+        return arrow_type(zeek_type)
+    scalar = {"iso": TIMESTAMP_US, "epoch": pa.float64(), "us": pa.int64()}[form]
+    return pa.list_(scalar) if zeek_type.container else scalar
+
+
+def _read_schema(plan: _Plan, forms: Mapping[str, TimeForm], canonical: bool) -> pa.Schema:
+    layout = plan.layout
+    raw = [pa.field(name, _read_type(zt, forms.get(name, "iso"))) for name, zt in layout.raw_fields.items()]
+    normalized = [pa.field(name, typ) for name, typ in layout.normalized_reads.items()]
+    if not canonical:
+        # declare the normalized copies of promoted fields too, so the reader need not infer them
+        for target, source in layout.promoted.items():
+            zeek_type = layout.raw_fields[source]
+            if zeek_type.is_time:  # the normalizer turns promoted times into ms
+                normalized.append(pa.field(target, pa.int64()))
+            else:
+                normalized.append(pa.field(target, arrow_type(zeek_type)))
+    fields = [
+        pa.field("log_type", pa.string()),
+        pa.field("raw", pa.struct(raw)),
+        pa.field("normalized", pa.struct(normalized)),
+        pa.field("enriched", pa.struct([pa.field(name, typ) for name, typ in ENRICHED_COLUMNS])),
+    ]
+    if canonical:
+        fields.append(pa.field(EXTRA_COLUMN, pa.string()))
+    else:
+        fields.append(pa.field("source", pa.string()))
+    return pa.schema(fields)
+
+
+def _cached_read_schema(plan: _Plan, forms: dict[str, TimeForm]) -> pa.Schema:
+    key = tuple(sorted(forms.items()))
+    schema = plan.read_schemas.get(key)
+    if schema is None:
+        schema = plan.read_schemas[key] = _read_schema(plan, forms, canonical=False)
+    return schema
+
+
+def _canonical_read_schema(plan: _Plan) -> pa.Schema:
+    if plan.canonical_schema is None:
+        plan.canonical_schema = _read_schema(plan, dict.fromkeys(plan.time_fields, "us"), canonical=True)
+    return plan.canonical_schema
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading and building
+
+
+def _read(buffer: bytes, schema: pa.Schema, longest: int, infer: bool) -> pa.Table:
+    read_options = pj.ReadOptions(use_threads=True, block_size=max(_MIN_BLOCK_SIZE, longest + 2))
+    parse_options = pj.ParseOptions(explicit_schema=schema,
+                                    unexpected_field_behavior="infer" if infer else "ignore")
+    return pj.read_json(pa.BufferReader(buffer), read_options=read_options, parse_options=parse_options)
+
+
+def _epoch_seconds_to_us(array: pa.Array) -> pa.Array:
+    micros = pc.round(pc.multiply(array, 1e6), round_mode="half_to_even")
+    return pc.cast(pc.cast(micros, pa.int64()), TIMESTAMP_US)
+
+
+def _time_values(array: pa.Array, zeek_type: ZeekType, form: TimeForm) -> pa.Array:
+    """Raw time values as read -> timestamp[us, UTC] (lists element-wise, keeping offsets and nulls)."""
+    if form == "iso":
+        return array
+
+    def convert(values: pa.Array) -> pa.Array:
+        return _epoch_seconds_to_us(values) if form == "epoch" else pc.cast(values, TIMESTAMP_US)
+
+    if zeek_type.container is None:
+        return convert(array)
+    items = convert(array.values)
+    mask = pc.is_null(array) if array.null_count else None
+    return pa.ListArray.from_arrays(array.offsets, items, type=pa.list_(TIMESTAMP_US), mask=mask)
+
+
+def _struct_children(table: pa.Table, name: str) -> dict[str, pa.Array]:
+    column = table.column(name).combine_chunks()
+    return {column.type.field(i).name: child for i, child in enumerate(column.flatten())}
+
+
+def _build(
+    plan: _Plan,
+    table: pa.Table,
+    forms: Mapping[str, TimeForm],
+    extra: pa.Array,
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+) -> pa.Table:
+    layout = plan.layout
+    raw = _struct_children(table, "raw")
+    normalized = _struct_children(table, "normalized")
+    enriched = _struct_children(table, "enriched")
+    arrays: list[pa.Array] = []
+    for column in layout.columns:
+        if column.source is not None:
+            zeek_type = layout.raw_fields[column.source]
+            values = raw[column.source]
+            if zeek_type.is_time:
+                values = _time_values(values, zeek_type, forms.get(column.source, "iso"))
+            arrays.append(values)
+        elif column.layer == "normalized":
+            values = normalized[column.key]
+            if column.key == "event_time":
+                values = pc.cast(pc.multiply_checked(values, 1000), TIMESTAMP_US)
+            elif column.key in PIPELINE_TIMES:
+                values = pc.cast(values, TIMESTAMP_MS)
+            arrays.append(values)
+        elif column.layer == "enriched":
+            arrays.append(enriched[column.key])
+        elif column.name == EXTRA_COLUMN:
+            arrays.append(extra)
+        elif column.name == PARTITION_COLUMN:
+            arrays.append(pa.array(partitions, type=pa.int32()))
+        elif column.name == OFFSET_COLUMN:
+            arrays.append(pa.array(offsets, type=pa.int64()))
+        else:  # pragma: no cover - table_layout() makes no other kind of column
+            raise AssertionError(f"unknown column {column.name}")
+    return pa.Table.from_arrays(arrays, schema=layout.arrow_schema)
+
+
+def _extra_for_rows(plan: _Plan, table: pa.Table, values: Sequence[bytes]) -> pa.Array:
+    """`_extra` of the fast path: JSON of the unknown raw fields, built per row only where there are some."""
+    count = len(values)
+    raw_type = table.schema.field("raw").type
+    unknown = [raw_type.field(i) for i in range(raw_type.num_fields)
+               if raw_type.field(i).name not in plan.layout.raw_fields]
+    if not unknown:
+        return pa.nulls(count, pa.string())
+    children = _struct_children(table, "raw")
+    if any(pa.types.is_null(f.type) for f in unknown):  # only JSON nulls seen: look at every row
+        rows: list[int] = list(range(count))
+    else:
+        mask = children[unknown[0].name].is_valid()
+        for f in unknown[1:]:
+            mask = pc.or_(mask, children[f.name].is_valid())
+        rows = pc.indices_nonzero(mask).to_pylist()
+    texts: list[str | None] = [None] * count
+    known = plan.layout.raw_fields
+    for row in rows:
+        document_raw = orjson.loads(values[row])["raw"]
+        extra = {key: value for key, value in document_raw.items() if key not in known}
+        texts[row] = orjson.dumps(extra).decode() if extra else None
+    return pa.array(texts, type=pa.string())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fast path
+
+
+def _forms_of(document: bytes, time_fields: Sequence[str]) -> dict[str, TimeForm] | None:
+    try:
+        parsed = orjson.loads(document)
+        raw = parsed["raw"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    forms: dict[str, TimeForm] = {}
+    for name in time_fields:
+        value = raw.get(name)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str):
+            forms[name] = "iso"
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            forms[name] = "epoch"
+    return forms
+
+
+def _peek_forms(plan: _Plan, values: Sequence[bytes]) -> dict[str, TimeForm] | None:
+    """Time forms of the batch from its first and last documents; None when they disagree."""
+    if not plan.time_fields:
+        return {}
+    first = _forms_of(values[0], plan.time_fields)
+    last = _forms_of(values[-1], plan.time_fields) if len(values) > 1 else first
+    if first is None or last is None:
+        return None
+    forms = {**last, **first}
+    if any(last.get(name, form) != form for name, form in first.items()):
+        return None
+    default: TimeForm = next(iter(forms.values()), "iso")
+    return {name: forms.get(name, default) for name in plan.time_fields}
+
+
+def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
+          offsets: Sequence[int]) -> pa.Table | None:
+    forms = _peek_forms(plan, values)
+    if forms is None:
+        return None
+    buffer = b"\n".join(values)
+    if buffer.count(b"\n") != len(values) - 1:  # a document with a raw newline: frame it per row
+        return None
+    try:
+        table = _read(buffer, _cached_read_schema(plan, forms), max(map(len, values)), infer=True)
+        if table.num_rows != len(values):
+            return None
+        log_types = table.column("log_type")
+        if log_types.null_count or not pc.all(pc.equal(log_types, log_type)).as_py():
+            return None
+        if table.column("raw").null_count:
+            return None
+        extra = _extra_for_rows(plan, table, values)
+        return _build(plan, table, forms, extra, partitions, offsets)
+    except (pa.ArrowException, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fallback: per document coercion, then the same builder
+
+
+def _to_time_us(value: Any) -> int:
+    # the normalizer's own parser: the same forms are accepted (ISO 8601 with zone/offset, epoch)
+    micros = None if isinstance(value, bool) else to_us(value)
+    if micros is None:
+        raise ValueError("not epoch seconds or ISO 8601")
+    return micros
+
+
+def _check_int(value: int, bounds: tuple[int, int]) -> int:
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"out of range {bounds[0]}..{bounds[1]}")
+    return value
+
+
+def _to_int(value: Any, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, int):
+        return _check_int(value, bounds)
+    if isinstance(value, float) and value.is_integer():
+        return _check_int(int(value), bounds)
+    if isinstance(value, str) and _INT_TEXT_RE.match(value.strip()):
+        return _check_int(int(value.strip()), bounds)
+    raise ValueError("not an integer")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        result = float(value.strip())
+    else:
+        raise ValueError("not a number")
+    if not math.isfinite(result):
+        raise ValueError("not a finite number")
+    return result
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.strip()]
+    raise ValueError("not a boolean")
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | bool):
+        return orjson.dumps(value).decode()  # keep the JSON text, e.g. 1 -> "1"
+    raise ValueError("not a scalar")
+
+
+_SCALAR_COERCE: dict[str, Callable[[Any], Any]] = {
+    "time": _to_time_us,
+    "interval": _to_float,
+    "double": _to_float,
+    "count": lambda value: _to_int(value, _INT_RANGES[pa.uint64()]),
+    "int": lambda value: _to_int(value, _INT64),
+    "port": lambda value: _to_int(value, _INT_RANGES[pa.uint16()]),
+    "bool": _to_bool,
+    "string": _to_str,
+    "addr": _to_str,
+    "subnet": _to_str,
+    "enum": _to_str,
+}
+
+
+def _coerce_raw(value: Any, zeek_type: ZeekType) -> Any:
+    coerce = _SCALAR_COERCE[zeek_type.scalar]
+    if zeek_type.container is None:
+        if isinstance(value, list | dict):
+            raise ValueError("a container where a single value is expected")
+        return coerce(value)
+    items = value if isinstance(value, list) else [value]  # a lone member becomes a one-member set
+    return [None if item is None else coerce(item) for item in items]
+
+
+def _coerce_arrow(value: Any, arrow: pa.DataType) -> Any:
+    if pa.types.is_integer(arrow):
+        return _to_int(value, _INT_RANGES[arrow])
+    if pa.types.is_floating(arrow):
+        return _to_float(value)
+    if pa.types.is_boolean(arrow):
+        return _to_bool(value)
+    return _to_str(value)
+
+
+def _shown(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()[:120]
+
+
+def _canonical(plan: _Plan, log_type: str, value: bytes) -> dict[str, Any]:
+    """One document -> the typed form the canonical read schema expects, or _Untypable."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _Untypable(REJECT_INVALID_DOCUMENT, f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise _Untypable(REJECT_INVALID_DOCUMENT, f"not a JSON object but {type(document).__name__}")
+    if document.get("log_type") != log_type:
+        raise _Untypable(REJECT_LOG_TYPE_MISMATCH,
+                         f"log_type {_shown(document.get('log_type'))} in a batch of {log_type!r}")
+    layers = []
+    for name in ("raw", "normalized", "enriched"):
+        layer = document.get(name, {} if name != "raw" else None)
+        if not isinstance(layer, dict):
+            raise _Untypable(REJECT_INVALID_DOCUMENT, f"{name} is not a JSON object but {_shown(layer)}")
+        layers.append(layer)
+    raw, normalized, enriched = layers
+    known = plan.layout.raw_fields
+    typed_raw: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, item in raw.items():
+        zeek_type = known.get(key)
+        if zeek_type is None:
+            extra[key] = item
+        elif item is not None:
+            try:
+                typed_raw[key] = _coerce_raw(item, zeek_type)
+            except (ValueError, OverflowError) as exc:
+                raise _Untypable(REJECT_UNTYPABLE_VALUE,
+                                 f"raw.{key}: {_shown(item)} is not a Zeek {zeek_type}: {exc}") from None
+    typed_normalized: dict[str, Any] = {}
+    for key, arrow in plan.layout.normalized_reads.items():
+        item = normalized.get(key)
+        if item is not None:
+            try:
+                typed_normalized[key] = _coerce_arrow(item, arrow)
+            except (ValueError, OverflowError) as exc:
+                raise _Untypable(REJECT_UNTYPABLE_VALUE,
+                                 f"normalized.{key}: {_shown(item)} is not {arrow}: {exc}") from None
+    typed_enriched: dict[str, Any] = {}
+    for key, arrow in ENRICHED_COLUMNS:
+        item = enriched.get(key)
+        if item is not None:
+            try:
+                typed_enriched[key] = _coerce_arrow(item, arrow)
+            except (ValueError, OverflowError) as exc:
+                raise _Untypable(REJECT_UNTYPABLE_VALUE,
+                                 f"enriched.{key}: {_shown(item)} is not {arrow}: {exc}") from None
+    return {
+        "log_type": log_type,
+        "raw": typed_raw,
+        "normalized": typed_normalized,
+        "enriched": typed_enriched,
+        EXTRA_COLUMN: orjson.dumps(extra).decode() if extra else None,
+    }
+
+
+def _read_canonical(plan: _Plan, documents: list[bytes]) -> pa.Table:
+    buffer = b"\n".join(documents)
+    return _read(buffer, _canonical_read_schema(plan), max(map(len, documents)), infer=False)
+
+
+def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
+              offsets: Sequence[int]) -> Conversion:
+    rejects: list[RowReject] = []
+    kept: list[int] = []
+    documents: list[bytes] = []
+    for index, value in enumerate(values):
+        try:
+            documents.append(orjson.dumps(_canonical(plan, log_type, value)))
+        except _Untypable as exc:
+            rejects.append(RowReject(index, exc.reason, exc.detail))
+            continue
+        kept.append(index)
+    if not documents:
+        return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), False, ())
+    try:
+        table = _read_canonical(plan, documents)
+    except pa.ArrowException:
+        # should not happen (every value was coerced); find the culprits one by one rather than fail all
+        good_documents: list[bytes] = []
+        good: list[int] = []
+        for index, document in zip(kept, documents, strict=True):
+            try:
+                _read_canonical(plan, [document])
+            except pa.ArrowException as exc:
+                rejects.append(RowReject(index, REJECT_UNTYPABLE_VALUE, f"arrow: {exc}"))
+                continue
+            good.append(index)
+            good_documents.append(document)
+        rejects.sort(key=lambda reject: reject.index)
+        kept, documents = good, good_documents
+        if not documents:
+            return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), False, ())
+        table = _read_canonical(plan, documents)
+    forms: dict[str, TimeForm] = dict.fromkeys(plan.time_fields, "us")
+    extra = table.column(EXTRA_COLUMN).combine_chunks()
+    built = _build(plan, table, forms, extra, [partitions[i] for i in kept], [offsets[i] for i in kept])
+    return Conversion(built, tuple(rejects), False, None if len(kept) == len(values) else tuple(kept))
+
+
+# ---------------------------------------------------------------------------------------------------
+# API
+
+
+def convert_documents(
+    log_type: str,
+    values: Sequence[bytes],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    *,
+    schema: ZeekSchema,
+    rules: NormalizationRules,
+) -> Conversion:
+    """Three-layer JSON documents of one log type -> typed table + the documents that could not be typed.
+
+    `partitions`/`offsets` are the Kafka lineage of each document (same length as `values`). Rows keep
+    the input order; `Conversion.kept` maps table rows back to input indexes when some were rejected.
+    """
+    if not len(values) == len(partitions) == len(offsets):
+        raise ValueError(f"values, partitions and offsets differ in length "
+                         f"({len(values)}, {len(partitions)}, {len(offsets)})")
+    plan = _plan(log_type, schema, rules)
+    if not values:
+        return Conversion(plan.layout.arrow_schema.empty_table())
+    table = _fast(plan, log_type, values, partitions, offsets)
+    if table is not None:
+        return Conversion(table)
+    return _fallback(plan, log_type, values, partitions, offsets)
+
+
+def documents_to_table(
+    log_type: str,
+    values: Sequence[bytes],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    *,
+    schema: ZeekSchema,
+    rules: NormalizationRules,
+) -> pa.Table:
+    """The contract's entry point: the typed table of the batch; ConversionError if any document failed
+    (its `.conversion` has the table of the good rows and the rejects, so nothing is lost)."""
+    conversion = convert_documents(log_type, values, partitions, offsets, schema=schema, rules=rules)
+    if conversion.rejects:
+        raise ConversionError(conversion)
+    return conversion.table
