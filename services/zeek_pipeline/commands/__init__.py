@@ -1,0 +1,1 @@
+"""Offline `zeek-pipeline` subcommands (each module: `add_arguments(parser)` and `run(args) -> int`)."""
