@@ -10,9 +10,7 @@ from collections.abc import Sequence
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args) -> int`,
 # and is imported only when its subcommand runs, so `normalize` never pays for FastAPI or kopf.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "normalize": ("zeek_pipeline.commands.normalize", "Zeek logs (NDJSON or TSV) -> three-layer documents, offline"),
-    "validate-config": ("zeek_pipeline.commands.validate_config", "check config.json, normalization.json, schema.json"),
-    "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the normalizer-enricher service: zeek-raw -> zeek-normalized, exactly-once, dead letters"),
+    "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the service: zeek-raw -> zeek-normalized, exactly-once"),
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
 }
 
