@@ -1,0 +1,70 @@
+"""Batch bounds (count and time) and what an abort rewinds (pure)."""
+
+from __future__ import annotations
+
+from zeek_pipeline.normalizer.batch import IDLE_POLL_SECONDS, Batch, BatchPolicy
+
+POLICY = BatchPolicy(max_records=2000, max_seconds=0.5, max_poll_records=1000)
+
+
+def test_batch_is_due_at_its_record_count() -> None:
+    assert not POLICY.due(1999, started=100.0, now=100.1)
+    assert POLICY.due(2000, started=100.0, now=100.1)
+
+
+def test_batch_is_due_after_its_time_even_when_small() -> None:
+    assert not POLICY.due(1, started=100.0, now=100.49)
+    assert POLICY.due(1, started=100.0, now=100.5)
+
+
+def test_empty_batch_is_never_due() -> None:
+    assert not POLICY.due(0, started=0.0, now=1e9)
+
+
+def test_poll_never_fetches_past_the_batch_bound() -> None:
+    assert POLICY.poll_size(0) == 1000
+    assert POLICY.poll_size(1500) == 500
+    assert POLICY.poll_size(1999) == 1
+    assert POLICY.poll_size(2000) == 1  # consume() needs at least one
+
+
+def test_poll_waits_idle_when_empty_and_only_until_the_deadline_otherwise() -> None:
+    assert POLICY.poll_timeout(0, 0.0, 100.0) == IDLE_POLL_SECONDS
+    assert abs(POLICY.poll_timeout(5, started=100.0, now=100.3) - 0.2) < 1e-9
+    assert POLICY.poll_timeout(5, started=100.0, now=101.0) == 0.0
+
+
+def test_batch_tracks_first_and_next_offset_per_partition() -> None:
+    batch = Batch()
+    for offset in (10, 11, 15):
+        batch.add(("raw", 0), offset, now=5.0)
+    batch.add(("raw", 1), 7, now=6.0)
+    assert batch.count == 4 and batch.started == 5.0
+    assert batch.first == {("raw", 0): 10, ("raw", 1): 7}
+    assert batch.next == {("raw", 0): 16, ("raw", 1): 8}
+
+
+def test_rewind_points_are_first_offsets_of_still_assigned_partitions() -> None:
+    batch = Batch()
+    batch.add(("raw", 0), 10, now=0.0)
+    batch.add(("raw", 1), 20, now=0.0)
+    assert batch.rewind_points({("raw", 1), ("raw", 2)}) == {("raw", 1): 20}
+
+
+def test_forget_and_clear_drop_partition_state() -> None:
+    batch = Batch()
+    batch.add(("raw", 0), 10, now=0.0)
+    batch.add(("raw", 1), 20, now=0.0)
+    batch.reject("invalid_json", "bad", "raw[0]@10")
+    batch.forget({("raw", 0)})
+    assert set(batch.next) == {("raw", 1)}
+    batch.clear()
+    assert not batch and batch.first == {} and batch.next == {} and not batch.rejects and not batch.reasons
+
+
+def test_batch_keeps_only_a_few_reject_details_but_counts_all() -> None:
+    batch = Batch()
+    for offset in range(500):
+        batch.reject("invalid_json", "bad", f"raw[0]@{offset}")
+    assert len(batch.rejects) == 100
+    assert batch.reasons["invalid_json"] == 500
