@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # and is imported only when its subcommand runs, so `normalize` never pays for FastAPI or kopf.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the service: zeek-raw -> zeek-normalized, exactly-once"),
+    "publish": ("zeek_pipeline.commands.publish", "send Zeek logs (NDJSON or TSV) to a Kafka topic, as a sensor would"),
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
 }
 
