@@ -1,0 +1,270 @@
+"""Consumer-group lag per topic and partition, read with the AdminClient, plus its trend and broker reachability.
+
+Lag is the high watermark minus the group's committed offset (minus the log start when the group has committed
+nothing, since the services start from the earliest offset). A short in-memory history gives each partition a
+trend and each topic a "growing for N s" figure the verdict uses; nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # exported, not in __all__
+
+from zeek_pipeline.health.models import KafkaState, Lag, LagGroup, LagPartition, LagTopic, Trend
+
+log = logging.getLogger("zeek_pipeline.health.lag")
+
+HISTORY_SECONDS = 900.0
+TREND_WINDOW_SECONDS = 60.0
+Sample = tuple[float, int]
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    group: str
+    topic: str
+    role: str
+
+
+@dataclass(frozen=True)
+class LagSnapshot:
+    lag: Lag
+    kafka: KafkaState
+    running: bool = True
+
+
+def trend(samples: Sequence[Sample], now: float, window: float = TREND_WINDOW_SECONDS) -> Trend:
+    """Compare the latest lag with the oldest one inside the window."""
+    if len(samples) < 2:
+        return "unknown"
+    inside = [s for s in samples if s[0] >= now - window]
+    past = inside[0] if len(inside) >= 2 else samples[-2]
+    current = samples[-1][1]
+    if current > past[1]:
+        return "growing"
+    if current < past[1]:
+        return "shrinking"
+    return "steady"
+
+
+def growing_for(samples: Sequence[Sample]) -> float:
+    """Seconds the lag has risen without ever dipping (plateaus allowed, a leading plateau not counted).
+
+    A healthy consumer under load makes the lag saw-tooth, which resets this; a stalled one lets it climb.
+    """
+    if len(samples) < 2:
+        return 0.0
+    start = len(samples) - 1
+    while start > 0 and samples[start - 1][1] <= samples[start][1]:
+        start -= 1
+    while start < len(samples) - 1 and samples[start + 1][1] == samples[start][1]:
+        start += 1
+    if samples[-1][1] > samples[start][1]:
+        return samples[-1][0] - samples[start][0]
+    return 0.0
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args:
+        err = exc.args[0]
+        return str(err.str()) if hasattr(err, "str") else str(err)
+    return str(exc) or type(exc).__name__
+
+
+def _result(future: Future[Any], timeout: float) -> Any:
+    return future.result(timeout=timeout)
+
+
+class LagMonitor:
+    """The lag source the app uses: `refresh()` reads everything once; `start()` refreshes in a thread."""
+
+    def __init__(self, admin_conf: Mapping[str, Any], groups: Sequence[GroupSpec], *, interval: float = 5.0,
+                 clock: Callable[[], float] = time.time, timeout: float = 5.0) -> None:
+        self._conf = dict(admin_conf)
+        self._bootstrap = str(admin_conf.get("bootstrap.servers", ""))
+        self._groups = list(groups)
+        self._interval = interval
+        self._clock = clock
+        self._timeout = timeout
+        self._admin: AdminClient | None = None
+        self._history: dict[tuple[str, ...], deque[Sample]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
+        self._snapshot = LagSnapshot(
+            Lag(reachable=False, checked_at=None, error="not read yet",
+                groups=[LagGroup(group=g.group, role=g.role, state=None, members=None, error="not read yet",
+                                 topics=[]) for g in self._groups]),
+            KafkaState(bootstrap=self._bootstrap, reachable=False, checked_at=None, brokers=None,
+                       error="not checked yet"))
+
+    # --- the source protocol ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._timeout * 3)
+
+    def snapshot(self) -> LagSnapshot:
+        with self._lock:
+            snap = self._snapshot
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._stop.is_set():
+            return LagSnapshot(snap.lag, snap.kafka, running=False)
+        return snap
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - keep refreshing; the page shows the last error
+                log.exception("lag refresh failed")
+            self._stop.wait(self._interval)
+
+    # --- one read -----------------------------------------------------------------------------
+    def refresh(self) -> LagSnapshot:
+        now = self._clock()
+        if self._admin is None:
+            self._admin = AdminClient(self._conf)
+        admin = self._admin
+        try:
+            metadata = admin.list_topics(timeout=self._timeout)
+        except Exception as exc:  # noqa: BLE001 - unreachable is a state to show, not a crash
+            error = f"Kafka unreachable: {_error_text(exc)}"
+            with self._lock:
+                old = self._snapshot.lag
+                self._snapshot = LagSnapshot(
+                    Lag(reachable=False, checked_at=old.checked_at, error=error, groups=old.groups),
+                    KafkaState(bootstrap=self._bootstrap, reachable=False, checked_at=now, brokers=None, error=error))
+                return self._snapshot
+        kafka = KafkaState(bootstrap=self._bootstrap, reachable=True, checked_at=now, brokers=len(metadata.brokers),
+                           error=None)
+        topic_partitions = {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+        committed, group_errors = self._committed(admin)
+        described = self._describe(admin)
+        wanted: list[TopicPartition] = []
+        group_topics: dict[str, list[str]] = {}
+        for spec in self._groups:
+            names = sorted({spec.topic, *committed.get(spec.group, {}).keys()})
+            group_topics[spec.group] = names
+            for name in names:
+                wanted.extend(TopicPartition(name, p) for p in topic_partitions.get(name, []))
+        latest, earliest, offsets_error = self._watermarks(admin, wanted)
+
+        groups = []
+        for spec in self._groups:
+            state, members = described.get(spec.group, (None, None))
+            topics = []
+            for name in group_topics[spec.group]:
+                topics.append(self._topic_view(spec.group, name, topic_partitions.get(name), committed.get(
+                    spec.group, {}).get(name, {}), latest, earliest, offsets_error, now))
+            groups.append(LagGroup(group=spec.group, role=spec.role, state=state, members=members,
+                                   error=group_errors.get(spec.group), topics=topics))
+        snapshot = LagSnapshot(Lag(reachable=True, checked_at=now, error=offsets_error, groups=groups), kafka)
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _committed(self, admin: AdminClient) -> tuple[dict[str, dict[str, dict[int, int | None]]], dict[str, str]]:
+        """group -> topic -> partition -> committed offset (None when the group has none)."""
+        result: dict[str, dict[str, dict[int, int | None]]] = {}
+        errors: dict[str, str] = {}
+        for spec in self._groups:
+            if spec.group in result:
+                continue
+            try:
+                futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(spec.group)],
+                                                            request_timeout=self._timeout)
+                answer = _result(futures[spec.group], self._timeout * 2)
+            except Exception as exc:  # noqa: BLE001 - one group's failure must not hide the other
+                errors[spec.group] = f"committed offsets unavailable: {_error_text(exc)}"
+                result[spec.group] = {}
+                continue
+            topics: dict[str, dict[int, int | None]] = {}
+            for tp in answer.topic_partitions or []:
+                if tp.error is not None:
+                    continue
+                topics.setdefault(tp.topic, {})[tp.partition] = tp.offset if tp.offset >= 0 else None
+            result[spec.group] = topics
+        return result, errors
+
+    def _describe(self, admin: AdminClient) -> dict[str, tuple[str | None, int | None]]:
+        names = sorted({spec.group for spec in self._groups})
+        described: dict[str, tuple[str | None, int | None]] = {}
+        try:
+            futures = admin.describe_consumer_groups(names, request_timeout=self._timeout)
+        except Exception:  # noqa: BLE001 - the state is a nicety; lag does not depend on it
+            return described
+        for name, future in futures.items():
+            try:
+                description = _result(future, self._timeout * 2)
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.debug("describe %s: %s", name, _error_text(exc))
+                continue
+            state = getattr(description.state, "name", None)
+            described[name] = (state.lower() if isinstance(state, str) else None, len(description.members or []))
+        return described
+
+    def _watermarks(self, admin: AdminClient, partitions: list[TopicPartition]
+                    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int], str | None]:
+        latest: dict[tuple[str, int], int] = {}
+        earliest: dict[tuple[str, int], int] = {}
+        if not partitions:
+            return latest, earliest, None
+        error = None
+        specs = ((OffsetSpec.latest(), latest), (OffsetSpec.earliest(), earliest))  # type: ignore[no-untyped-call]
+        for spec, into in specs:
+            try:
+                futures = admin.list_offsets(dict.fromkeys(partitions, spec), request_timeout=self._timeout)
+            except Exception as exc:  # noqa: BLE001 - shown on the page
+                error = f"watermarks unavailable: {_error_text(exc)}"
+                continue
+            for tp, future in futures.items():
+                try:
+                    into[(tp.topic, tp.partition)] = int(_result(future, self._timeout * 2).offset)
+                except Exception as exc:  # noqa: BLE001 - shown on the page
+                    error = f"watermarks unavailable: {_error_text(exc)}"
+        return latest, earliest, error
+
+    def _topic_view(self, group: str, topic: str, partitions: list[int] | None, committed: dict[int, int | None],
+                    latest: dict[tuple[str, int], int], earliest: dict[tuple[str, int], int],
+                    offsets_error: str | None, now: float) -> LagTopic:
+        if partitions is None:
+            return LagTopic(topic=topic, lag=None, trend="unknown", growing_for_seconds=0.0,
+                            error=f"topic {topic} does not exist", partitions=[])
+        rows = []
+        total: int | None = 0
+        for partition in partitions:
+            high = latest.get((topic, partition))
+            start = earliest.get((topic, partition))
+            done = committed.get(partition)
+            lag: int | None = None
+            if high is not None:
+                base = done if done is not None else start
+                lag = max(high - base, 0) if base is not None else None
+            samples = self._remember((group, topic, str(partition)), now, lag)
+            rows.append(LagPartition(partition=partition, committed=done, log_start=start, high_watermark=high,
+                                     lag=lag, trend=trend(samples, now)))
+            total = None if lag is None or total is None else total + lag
+        samples = self._remember((group, topic), now, total)
+        return LagTopic(topic=topic, lag=total, trend=trend(samples, now), growing_for_seconds=growing_for(samples),
+                        error=offsets_error, partitions=rows)
+
+    def _remember(self, key: tuple[str, ...], now: float, value: int | None) -> list[Sample]:
+        history = self._history.setdefault(key, deque())
+        if value is not None:
+            history.append((now, value))
+        while history and now - history[0][0] > HISTORY_SECONDS:
+            history.popleft()
+        return list(history)
