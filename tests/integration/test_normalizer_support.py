@@ -1,0 +1,218 @@
+"""Helpers for the normalizer-enricher's integration tests (no tests here): unique topics, the service and
+`publish` as real subprocesses, and exactly-once checks by source coordinates."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from tests.infra import topics
+from tests.infra.kafka import free_port
+from tests.infra.zeek_data import PROJECT_ROOT
+
+ZEEK = PROJECT_ROOT / ".venv" / "bin" / "zeek-pipeline"
+CONFIG = PROJECT_ROOT / "config"
+STATUS_CONFIG = {"cleanup.policy": "compact"}
+# Fast group membership for kill/restart tests: a killed member is dropped after 6 s, not 30 s.
+FAST_GROUP = json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+
+Coordinate = tuple[str, int, int]  # source topic, partition, offset
+
+
+@dataclass
+class Pipeline:
+    """One isolated pipeline on a broker: its own topics and consumer group."""
+
+    bootstrap: str
+    workdir: Path
+    input_partitions: int = 3
+    name: str = "n"
+    input: str = ""
+    output: str = ""
+    dlq: str = ""
+    status: str = ""
+    group: str = ""
+    services: list[Service] = field(default_factory=list)
+
+    def create(self) -> Pipeline:
+        self.input = topics.create_topic(self.bootstrap, topics.unique_name(f"{self.name}-raw"), self.input_partitions)
+        self.output = topics.create_topic(self.bootstrap, topics.unique_name(f"{self.name}-norm"), 3)
+        self.dlq = topics.create_topic(self.bootstrap, topics.unique_name(f"{self.name}-dlq"), 1)
+        self.status = topics.create_topic(self.bootstrap, topics.unique_name(f"{self.name}-status"), 1, STATUS_CONFIG)
+        self.group = topics.unique_name(f"{self.name}-group")
+        return self
+
+    def env(self, instance: str, **overrides: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("ZEEK_PIPELINE_")}
+        env.update({
+            "ZEEK_PIPELINE_KAFKA_BROKERS": self.bootstrap,
+            "ZEEK_PIPELINE_KAFKA_TOPIC": self.input,
+            "ZEEK_PIPELINE_KAFKA_GROUP_ID": self.group,
+            "ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC": self.output,
+            "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": self.dlq,
+            "ZEEK_PIPELINE_STATUS_TOPIC": self.status,
+            "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": "2",
+            "ZEEK_PIPELINE_LOG_PATH": str(self.workdir / "log"),
+            "ZEEK_PIPELINE_INSTANCE_ID": instance,
+            "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT": str(free_port()),
+        })
+        env.update(overrides)
+        return env
+
+    def start(self, instance: str = "normalizer-0", **overrides: str) -> Service:
+        env = self.env(instance, **overrides)
+        log = self.workdir / f"{instance}.{len(self.services)}.out"
+        with log.open("wb") as out:
+            process = subprocess.Popen([str(ZEEK), "normalizer-enricher", "--config", str(CONFIG)], env=env,
+                                       stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        service = Service(process, log, int(env["ZEEK_PIPELINE_NORMALIZER_HTTP_PORT"]))
+        self.services.append(service)
+        return service
+
+    def publish(self, files: Iterable[Path], *args: str, background: bool = False) -> subprocess.Popen[bytes]:
+        command = [str(ZEEK), "publish", "--topic", self.input, "--brokers", self.bootstrap, "--config",
+                   str(CONFIG), "--json", *args, *map(str, files)]
+        out = (self.workdir / "publish.out").open("ab")
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                   env=self.env("publish"))
+        out.close()
+        if not background:
+            assert process.wait(300) == 0, (self.workdir / "publish.out").read_text()[-3000:]
+        return process
+
+    def input_total(self) -> int:
+        return sum(topics.end_offsets(self.bootstrap, self.input).values())
+
+    def committed_total(self) -> int:
+        committed = topics.committed_offsets(self.bootstrap, self.group, self.input)
+        return sum(max(0, offset) for offset in committed.values())
+
+    def wait_all_committed(self, timeout: float = 120.0, alive: Service | None = None) -> None:
+        """Until the group's committed offsets reach the input's end offsets on every partition."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ends = topics.end_offsets(self.bootstrap, self.input)
+            committed = topics.committed_offsets(self.bootstrap, self.group, self.input)
+            if all(committed.get(p, -1) == end for p, end in ends.items()):
+                return
+            if alive is not None:
+                assert alive.process.poll() is None, f"service exited {alive.process.returncode}\n{alive.tail()}"
+            time.sleep(0.5)
+        raise AssertionError(f"not all committed after {timeout}s: committed={committed} ends={ends}\n"
+                             + "\n".join(s.tail() for s in self.services[-2:]))
+
+    def stop_all(self) -> None:
+        for service in self.services:
+            service.kill()
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def status(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as response:  # noqa: S310
+            data: dict[str, object] = json.loads(response.read())
+        return data
+
+    def assigned(self) -> set[int]:
+        with contextlib.suppress(OSError):
+            return {int(ref["partition"]) for ref in self.status()["assigned"]}  # type: ignore[attr-defined]
+        return set()
+
+    def wait_assigned(self, count: int, timeout: float = 60.0) -> set[int]:
+        deadline = time.monotonic() + timeout
+        assigned: set[int] = set()
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.tail()
+            assigned = self.assigned()
+            if len(assigned) == count:
+                return assigned
+            time.sleep(0.3)
+        raise AssertionError(f"{len(assigned)} partitions assigned, wanted {count}\n{self.tail()}")
+
+
+def coordinate(record: topics.Record) -> Coordinate:
+    headers = record.headers
+    return (headers["source.topic"].decode(), int(headers["source.partition"]), int(headers["source.offset"]))
+
+
+def read_committed(bootstrap: str, topic: str, expected: int | None = None) -> list[topics.Record]:
+    return topics.consume_all(bootstrap, topic, expected=expected, timeout=120)
+
+
+def input_coordinates(bootstrap: str, topic: str) -> set[Coordinate]:
+    """Every offset of the (non-transactional) input topic."""
+    return {(topic, partition, offset) for partition, end in topics.end_offsets(bootstrap, topic).items()
+            for offset in range(end)}
+
+
+def coordinate_counts(records: Iterable[topics.Record]) -> Counter[Coordinate]:
+    return Counter(coordinate(record) for record in records)
+
+
+def assert_exactly_once(pipe: Pipeline) -> tuple[list[topics.Record], list[topics.Record]]:
+    """Every input record is in the committed output or the dead-letter topic exactly once; nothing else is."""
+    wanted = input_coordinates(pipe.bootstrap, pipe.input)
+    outputs = read_committed(pipe.bootstrap, pipe.output)
+    letters = read_committed(pipe.bootstrap, pipe.dlq)
+    counts = coordinate_counts(outputs) + coordinate_counts(letters)
+    duplicated = {c: n for c, n in counts.items() if n > 1}
+    missing = wanted - set(counts)
+    unexpected = set(counts) - wanted
+    assert not duplicated, f"{len(duplicated)} inputs twice or more, e.g. {list(duplicated.items())[:5]}"
+    assert not missing, f"{len(missing)} inputs missing, e.g. {sorted(missing)[:5]}"
+    assert not unexpected, f"{len(unexpected)} outputs of no input, e.g. {sorted(unexpected)[:5]}"
+    return outputs, letters
+
+
+def open_transaction_partitions(bootstrap: str, *names: str) -> list[str]:
+    """Partitions whose last stable offset is below the high watermark: a transaction is still open there."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    stuck = []
+    for name in names:
+        partitions = admin.list_topics(name, timeout=10).topics[name].partitions
+        request = {TopicPartition(name, p): OffsetSpec.latest() for p in partitions}
+        committed = {tp.partition: f.result().offset for tp, f in admin.list_offsets(
+            request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10).items()}
+        uncommitted = {tp.partition: f.result().offset for tp, f in admin.list_offsets(
+            request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=10).items()}
+        stuck += [f"{name}[{p}] lso={committed[p]} hw={uncommitted[p]}" for p in partitions
+                  if committed[p] != uncommitted[p]]
+    return stuck
+
+
+@contextlib.contextmanager
+def running(pipe: Pipeline) -> Iterator[Pipeline]:
+    """Kill whatever the test left running, even when it fails."""
+    try:
+        yield pipe
+    finally:
+        pipe.stop_all()
