@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         err.write(f"zeek-pipeline normalize: {exc.filename}: {exc.strerror or exc}\n")
         for handle in opened:
             handle.close()
+        if raw_in is not sys.stdin.buffer:
+            raw_in.close()
         return 2
 
     def reject(line_no: int, line: bytes, reason: str, detail: str) -> None:
@@ -135,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
             _silence_stdout()
         for handle in opened:
             handle.close()
-        if source is not sys.stdin.buffer:
-            source.close()
+        if source is not raw_in:
+            source.close()  # a GzipFile does not close the file it reads
+        if raw_in is not sys.stdin.buffer:
+            raw_in.close()
     return status
 
 
