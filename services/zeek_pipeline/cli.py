@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the service: zeek-raw -> zeek-normalized, exactly-once"),
     "publish": ("zeek_pipeline.commands.publish", "send Zeek logs (NDJSON or TSV) to a Kafka topic, as a sensor would"),
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
+    "operator": ("zeek_operator.cli", "the kopf operator for ZeekPipeline resources (Lease leader election)"),
 }
 
 
