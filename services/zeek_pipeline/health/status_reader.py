@@ -181,6 +181,7 @@ class StatusReader:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_uncommitted",
             "enable.partition.eof": False,
+            "allow.auto.create.topics": False,  # the health service never creates the status topic
             "error_cb": self._on_error,
         })
         self._conf = conf
