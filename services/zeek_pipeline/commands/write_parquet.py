@@ -1,0 +1,78 @@
+"""`zeek-pipeline write-parquet --output DIR`: three-layer JSON lines (what `normalize` prints) → the same
+Parquet layout the parquet-writer service produces, without Kafka.
+
+    zeek-pipeline normalize --input dns.json | zeek-pipeline write-parquet --output lake/
+
+`_kafka_partition` is null and `_kafka_offset` is the line number in the input (see writer/offline.py).
+Lines that cannot be typed are reported as JSON lines on stderr (or to `--rejects FILE`) and make the
+exit code 1; everything else is still written. Exit 2: bad config or the output cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="base directory of the data lake (or s3://bucket/prefix)")
+    parser.add_argument("--config", default=None, metavar="PATH",
+                        help="config.json or its directory (default: $ZEEK_PIPELINE_CONFIG or config/); "
+                             "schema.json and normalization.json are read from the same directory")
+    parser.add_argument("--input", default="-", metavar="FILE",
+                        help="three-layer JSON lines, optionally .gz; '-' (default) reads stdin")
+    parser.add_argument("--rejects", default=None, metavar="FILE",
+                        help="write the lines that cannot be typed here, as JSON lines (default: stderr)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import gzip
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import IO
+
+    import orjson
+
+    from zeek_pipeline.core.rules import ConfigError
+    from zeek_pipeline.settings import SettingsError, load_settings, resolve_config_file
+    from zeek_pipeline.writer.convert import Converter
+    from zeek_pipeline.writer.offline import OfflineWriter
+    from zeek_pipeline.writer.storage import StorageError, open_storage
+
+    try:
+        settings = load_settings(args.config)
+        converter = Converter.from_config_dir(resolve_config_file(args.config).parent)
+        storage = open_storage(args.output, settings.output.parquet.s3)
+    except (SettingsError, ConfigError, ValueError) as exc:
+        sys.stderr.write(f"zeek-pipeline write-parquet: {exc}\n")
+        return 2
+
+    def lines() -> Iterator[bytes]:
+        if args.input == "-":
+            yield from sys.stdin.buffer
+            return
+        path = Path(args.input)
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            yield from handle
+
+    rejects_out: IO[bytes] = open(args.rejects, "wb") if args.rejects else sys.stderr.buffer  # noqa: SIM115
+
+    def on_reject(line_no: int, value: bytes, reason: str, detail: str) -> None:
+        rejects_out.write(orjson.dumps({"line": line_no, "reason": reason, "detail": detail,
+                                        "value": value.decode("utf-8", "replace")[:4096]}) + b"\n")
+
+    writer = OfflineWriter(settings, converter, storage, on_reject)
+    try:
+        totals = writer.write_lines(lines())
+    except (StorageError, OSError) as exc:
+        sys.stderr.write(f"zeek-pipeline write-parquet: {exc}\n")
+        return 2
+    finally:
+        if args.rejects:
+            rejects_out.close()
+    summary = {"output": storage.url, "lines": totals.lines, "rows": totals.rows, "files": totals.files,
+               "rejected": totals.rejected, "bytes": totals.bytes}
+    sys.stderr.write(orjson.dumps(summary).decode() + "\n")
+    return 1 if totals.rejected else 0

@@ -1,0 +1,136 @@
+"""In-memory buffers of consumed messages, one per (log type, Kafka partition), and when to flush them.
+
+A buffer keeps the raw message bytes and offsets in arrival (= offset) order; converting to Arrow happens
+once per flush, vectorised. Keying by partition as well as log type makes every flush cover one
+contiguous run of one partition's records of one log type, which is what the commit log records (and
+what lets a restart skip exactly the records already written). The event hour is not part of the key:
+it is computed from the typed `event_time` column at flush time and each hour gets its own file.
+
+Flush conditions (the seed's, any one triggers, 0 disables): buffer size `write.flush_buffer_mb`, age of
+the oldest record `write.flush_interval_seconds`, record count `write.flush_event_count`. On top, a cap
+over all buffers, `write.max_memory_mb`: when the total goes over, the largest buffers flush first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zeek_pipeline.settings import WriteSettings
+
+MB = 1024 * 1024
+# Python's cost of one buffered message beyond its bytes: the bytes object header, list slots, the offset int.
+ENTRY_OVERHEAD = 72
+
+
+@dataclass(slots=True)
+class Segment:
+    """The buffered messages of one (log type, partition), oldest first."""
+
+    log_type: str
+    partition: int
+    started: float  # monotonic time of the first message
+    values: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    nbytes: int = 0  # message bytes only (what flush_buffer_mb measures)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.log_type, self.partition)
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def first(self) -> int:
+        return self.offsets[0]
+
+    @property
+    def last(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def memory(self) -> int:
+        return self.nbytes + ENTRY_OVERHEAD * len(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    flush_bytes: int  # 0 = off
+    interval: float  # seconds, 0 = off
+    event_count: int  # 0 = off
+    max_memory: int  # bytes over all buffers
+
+    @classmethod
+    def from_settings(cls, write: WriteSettings) -> FlushPolicy:
+        return cls(int(write.flush_buffer_mb * MB), float(write.flush_interval_seconds), int(write.flush_event_count),
+                   int(write.max_memory_mb * MB))
+
+    def reason(self, segment: Segment, now: float) -> str | None:
+        """Why this buffer must flush now ("size", "count", "time"), or None."""
+        if self.flush_bytes and segment.nbytes >= self.flush_bytes:
+            return "size"
+        if self.event_count and segment.count >= self.event_count:
+            return "count"
+        if self.interval and now - segment.started >= self.interval:
+            return "time"
+        return None
+
+
+class Buffers:
+    """All open segments, with the running totals the flush decisions and the health line need."""
+
+    def __init__(self, policy: FlushPolicy) -> None:
+        self.policy = policy
+        self.segments: dict[tuple[str, int], Segment] = {}
+
+    def add(self, log_type: str, partition: int, offset: int, value: bytes, now: float) -> Segment:
+        segment = self.segments.get((log_type, partition))
+        if segment is None:
+            segment = self.segments[(log_type, partition)] = Segment(log_type, partition, now)
+        segment.values.append(value)
+        segment.offsets.append(offset)
+        segment.nbytes += len(value)
+        return segment
+
+    def take(self, key: tuple[str, int]) -> Segment:
+        return self.segments.pop(key)
+
+    def due(self, now: float) -> list[tuple[Segment, str]]:
+        """Segments whose own flush condition holds, oldest first."""
+        out = [(s, r) for s in self.segments.values() if (r := self.policy.reason(s, now)) is not None]
+        out.sort(key=lambda item: item[0].started)
+        return out
+
+    @property
+    def memory(self) -> int:
+        return sum(s.memory for s in self.segments.values())
+
+    @property
+    def count(self) -> int:
+        return sum(s.count for s in self.segments.values())
+
+    def over_cap(self, extra: int = 0) -> bool:
+        return self.memory + extra > self.policy.max_memory
+
+    def largest(self) -> Segment | None:
+        return max(self.segments.values(), key=lambda s: s.memory, default=None)
+
+    def of_partition(self, partition: int) -> list[Segment]:
+        return [s for s in self.segments.values() if s.partition == partition]
+
+    def oldest_of_partition(self, partition: int) -> Segment | None:
+        return min(self.of_partition(partition), key=lambda s: s.first, default=None)
+
+    def min_offset(self, partition: int) -> int | None:
+        return min((s.first for s in self.segments.values() if s.partition == partition), default=None)
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget a lost partition's records (they will be consumed again by its new owner)."""
+        dropped = 0
+        for key in [k for k in self.segments if k[1] == partition]:
+            dropped += self.segments.pop(key).count
+        return dropped
+
+    def usage_pct(self, extra: int = 0) -> float:
+        return 100.0 * (self.memory + extra) / self.policy.max_memory if self.policy.max_memory else 0.0

@@ -1,0 +1,261 @@
+"""The commit point of the writer: one append-only log of commit records per Kafka partition.
+
+Files live under the base path, in folders readers ignore (leading `_`, no `.parquet` suffix):
+
+    _zeek_staging/<topic>/p<partition>/_<seq>-<n>.parquet.tmp   files written but not yet committed
+    _zeek_commits/<topic>/p<partition>/<seq>.json               commit records, seq = 1, 2, 3, ...
+
+A flush of the buffer of one (log type, partition) stages its files, then writes commit record `seq`
+(atomically, and on local disk exclusively: a second writer of the same seq fails), then publishes the
+staged files under their final names, then commits the Kafka offset. A record is self-contained: it
+holds the partition's restart offset (`next_offset`: every record below it is in a published file or
+the DLQ) and, per log type, the offset ranges above `next_offset` that are already done (flushed log
+types run ahead of slower ones), plus the files to publish. Recovery reads the latest record only:
+it rolls its files forward (publishing is idempotent), rolls every other staged file back (deletes it),
+and resumes at `next_offset`, skipping the done ranges. See docs/writer-durability.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from zeek_pipeline.writer.storage import Storage, StorageError
+
+log = logging.getLogger("zeek_pipeline.writer.commitlog")
+
+RECORD_VERSION = 1
+COMMITS_DIR = "_zeek_commits"
+STAGING_DIR = "_zeek_staging"
+KEEP_RECORDS = 3  # the latest is enough for recovery; a few more help a human reading the history
+
+
+class CommitConflict(Exception):
+    """Another writer committed this partition's next record: we no longer own the partition."""
+
+
+class CorruptCommitLog(Exception):
+    """A commit record cannot be read: recovery must not guess (a person has to look)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    staged: str  # relative path under _zeek_staging
+    final: str  # relative path of the visible file
+    log_type: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    topic: str
+    partition: int
+    seq: int
+    next_offset: int
+    done: dict[str, list[tuple[int, int]]]  # log type -> sorted disjoint [first, last] ranges >= next_offset
+    files: tuple[StagedFile, ...]
+    flushed: tuple[str, int, int] | None = None  # (log type, first, last) this record commits
+    dead_lettered: int = 0
+    instance: str = ""
+    committed_at: float = 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "version": RECORD_VERSION,
+            "topic": self.topic,
+            "partition": self.partition,
+            "seq": self.seq,
+            "next_offset": self.next_offset,
+            "done": {lt: [list(r) for r in ranges] for lt, ranges in sorted(self.done.items())},
+            "files": [{"staged": f.staged, "final": f.final, "log_type": f.log_type, "rows": f.rows,
+                       "bytes": f.bytes} for f in self.files],
+            "flushed": list(self.flushed) if self.flushed else None,
+            "dead_lettered": self.dead_lettered,
+            "instance": self.instance,
+            "committed_at": self.committed_at,
+        }, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> CommitRecord:
+        doc = orjson.loads(data)
+        if doc.get("version") != RECORD_VERSION:
+            raise CorruptCommitLog(f"unknown commit record version {doc.get('version')!r}")
+        flushed = doc.get("flushed")
+        return cls(
+            topic=doc["topic"],
+            partition=int(doc["partition"]),
+            seq=int(doc["seq"]),
+            next_offset=int(doc["next_offset"]),
+            done={lt: [(int(a), int(b)) for a, b in ranges] for lt, ranges in doc["done"].items()},
+            files=tuple(StagedFile(f["staged"], f["final"], f["log_type"], int(f["rows"]), int(f["bytes"]))
+                        for f in doc["files"]),
+            flushed=(flushed[0], int(flushed[1]), int(flushed[2])) if flushed else None,
+            dead_lettered=int(doc.get("dead_lettered", 0)),
+            instance=str(doc.get("instance", "")),
+            committed_at=float(doc.get("committed_at", 0.0)),
+        )
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What the log says about one partition: where to resume, and what above that is already done."""
+
+    topic: str
+    partition: int
+    seq: int = 0  # the latest committed record (0: none yet)
+    next_offset: int | None = None  # None: nothing committed, start from Kafka's committed offset
+    done: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _max_done: int = -1
+
+    def __post_init__(self) -> None:
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._max_done = max((ranges[-1][1] for ranges in self.done.values() if ranges), default=-1)
+
+    def is_done(self, log_type: str, offset: int) -> bool:
+        """True when a record at `offset` of this log type is already in a committed file (skip on replay)."""
+        if offset > self._max_done:
+            return False
+        ranges = self.done.get(log_type)
+        if not ranges:
+            return False
+        index = bisect.bisect_right(ranges, (offset, 1 << 62)) - 1
+        return index >= 0 and ranges[index][0] <= offset <= ranges[index][1]
+
+    def range_count(self) -> int:
+        return sum(len(ranges) for ranges in self.done.values())
+
+    def advanced(self, log_type: str, first: int, last: int, next_offset: int) -> dict[str, list[tuple[int, int]]]:
+        """The done ranges after committing [first, last] of `log_type` with the new restart offset."""
+        done: dict[str, list[tuple[int, int]]] = {}
+        for lt, ranges in self.done.items():
+            kept = [r for r in ranges if r[1] >= next_offset]
+            if kept:
+                done[lt] = kept
+        if last >= next_offset:
+            merged = sorted([*done.get(log_type, []), (first, last)])
+            done[log_type] = merged
+        return done
+
+    def apply(self, record: CommitRecord) -> None:
+        self.seq = record.seq
+        self.next_offset = record.next_offset
+        self.done = {lt: list(ranges) for lt, ranges in record.done.items()}
+        self._reindex()
+
+
+def _record_name(seq: int) -> str:
+    return f"{seq:012d}.json"
+
+
+class CommitLog:
+    """Reads and writes the per-partition commit records and the staging area of one topic."""
+
+    def __init__(self, storage: Storage, topic: str, instance: str = "") -> None:
+        self.storage = storage
+        self.topic = topic
+        self.instance = instance
+
+    def commits_dir(self, partition: int) -> str:
+        return f"{COMMITS_DIR}/{self.topic}/p{partition}"
+
+    def staging_dir(self, partition: int) -> str:
+        return f"{STAGING_DIR}/{self.topic}/p{partition}"
+
+    def staged_path(self, partition: int, seq: int, index: int) -> str:
+        return f"{self.staging_dir(partition)}/_{seq:012d}-{index:04d}.parquet.tmp"
+
+    def _seqs(self, partition: int) -> list[int]:
+        seqs = []
+        for name in self.storage.list_names(self.commits_dir(partition)):
+            stem = name.removesuffix(".json")
+            if name.endswith(".json") and stem.isdigit():
+                seqs.append(int(stem))
+        return sorted(seqs)
+
+    def read(self, partition: int, seq: int) -> CommitRecord | None:
+        data = self.storage.read_bytes(f"{self.commits_dir(partition)}/{_record_name(seq)}")
+        if data is None:
+            return None
+        try:
+            return CommitRecord.from_json(data)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptCommitLog(f"{self.commits_dir(partition)}/{_record_name(seq)}: {exc}") from exc
+
+    def latest(self, partition: int) -> CommitRecord | None:
+        seqs = self._seqs(partition)
+        return self.read(partition, seqs[-1]) if seqs else None
+
+    def recover(self, partition: int) -> PartitionState:
+        """Roll the latest record's files forward, roll every other staged file back, return the state."""
+        record = self.latest(partition)
+        state = PartitionState(self.topic, partition)
+        keep: set[str] = set()
+        if record is not None:
+            for staged in record.files:
+                self.storage.publish(staged.staged, staged.final)
+            keep = {f.staged for f in record.files}
+            state.apply(record)
+        for name in self.storage.list_names(self.staging_dir(partition)):
+            rel = f"{self.staging_dir(partition)}/{name}"
+            if rel not in keep:
+                log.info("rolling back uncommitted staged file", extra={"context": {"file": rel}})
+                self.storage.delete(rel)
+        for name in self.storage.list_names(self.commits_dir(partition)):
+            if name.startswith("."):  # a record's temp file from a crash mid-write (never a record)
+                self.storage.delete(f"{self.commits_dir(partition)}/{name}")
+        return state
+
+    def commit(self, record: CommitRecord) -> None:
+        """Write record `seq` (the commit point). Retrying the same record is fine; a different one conflicts."""
+        rel = f"{self.commits_dir(record.partition)}/{_record_name(record.seq)}"
+        data = record.to_json()
+        if self.storage.put_bytes(rel, data, exclusive=True):
+            return
+        existing = self.storage.read_bytes(rel)
+        if existing != data:
+            raise CommitConflict(f"{rel} was written by another writer")
+
+    def publish(self, record: CommitRecord) -> None:
+        for staged in record.files:
+            self.storage.publish(staged.staged, staged.final)
+
+    def prune(self, partition: int, keep: int = KEEP_RECORDS) -> None:
+        """Delete old records (best effort): only the latest one is needed to recover."""
+        try:
+            seqs = self._seqs(partition)
+            for seq in seqs[:-keep] if keep else seqs:
+                self.storage.delete(f"{self.commits_dir(partition)}/{_record_name(seq)}")
+        except StorageError as exc:
+            log.warning("could not prune old commit records: %s", exc)
+
+    def new_record(
+        self,
+        state: PartitionState,
+        *,
+        log_type: str,
+        first: int,
+        last: int,
+        next_offset: int,
+        files: Iterable[StagedFile],
+        dead_lettered: int = 0,
+    ) -> CommitRecord:
+        return CommitRecord(
+            topic=self.topic,
+            partition=state.partition,
+            seq=state.seq + 1,
+            next_offset=next_offset,
+            done=state.advanced(log_type, first, last, next_offset),
+            files=tuple(files),
+            flushed=(log_type, first, last),
+            dead_lettered=dead_lettered,
+            instance=self.instance,
+            committed_at=time.time(),
+        )

@@ -1,0 +1,194 @@
+"""One flush of one (log type, partition) buffer, as resumable steps: convert, dead-letter, stage, commit,
+publish. A step that fails on storage or the DLQ raises and leaves the job where it was; calling `run`
+again resumes it (every step is idempotent), so a full disk or an S3 outage delays a flush but never
+loses or repeats a record. The commit record is built once and kept, so a retry after an ambiguous
+failure (the write may have landed) recognises its own record instead of conflicting with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zeek_pipeline.core.schema import META_LOG_TYPE, META_SCHEMA_VERSION, OFFSET_COLUMN
+from zeek_pipeline.writer.buffers import Segment
+from zeek_pipeline.writer.commitlog import CommitLog, CommitRecord, PartitionState, StagedFile
+from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, Reject, route
+from zeek_pipeline.writer.dlq import DeadLetters
+from zeek_pipeline.writer.layout import file_name, kafka_file_id, relative_path, split_by_hour
+from zeek_pipeline.writer.parquet_file import ParquetOptions, write_table
+from zeek_pipeline.writer.storage import Storage, StorageError
+
+log = logging.getLogger("zeek_pipeline.writer.flush")
+
+
+@dataclass(slots=True)
+class PlannedFile:
+    final: str
+    table: pa.Table
+    first: int
+    last: int
+
+
+@dataclass(slots=True)
+class FlushJob:
+    segment: Segment
+    reason: str
+    rejects: tuple[Reject, ...] = ()
+    files: list[PlannedFile] | None = None  # None until converted
+    dlq_done: bool = False
+    record: CommitRecord | None = None
+    committed: bool = False
+    published: bool = False
+    attempts: int = 0
+    staged: list[StagedFile] = field(default_factory=list)
+
+    @property
+    def partition(self) -> int:
+        return self.segment.partition
+
+    @property
+    def memory(self) -> int:
+        held = sum(f.table.nbytes for f in self.files) if self.files else 0
+        return held or self.segment.memory
+
+    @property
+    def done(self) -> bool:
+        return self.published
+
+
+@dataclass(frozen=True, slots=True)
+class FlushOutcome:
+    record: CommitRecord
+    rows: int
+    files: int
+    bytes: int
+    dead_lettered: int
+
+
+class Flusher:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        commitlog: CommitLog,
+        converter: Converter,
+        dead_letters: DeadLetters,
+        options: ParquetOptions,
+        file_prefix: str,
+        topic: str,
+        on_file: Callable[[str, str, int, int], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.commitlog = commitlog
+        self.converter = converter
+        self.dead_letters = dead_letters
+        self.options = options
+        self.file_prefix = file_prefix
+        self.topic = topic
+        self.on_file = on_file
+
+    # --- steps -------------------------------------------------------------------------------------
+    def _convert(self, job: FlushJob) -> None:
+        seg = job.segment
+        if seg.log_type == UNROUTABLE:
+            job.rejects = tuple(Reject(index, route(value)[1] or INVALID_LOG_TYPE, "the message has no usable log_type")
+                                for index, value in enumerate(seg.values))
+            job.files = []
+            return
+        converted = self.converter.convert(seg.log_type, seg.values, [seg.partition] * seg.count, seg.offsets)
+        job.rejects = converted.rejects
+        files: list[PlannedFile] = []
+        for hour, table in split_by_hour(converted.table):
+            offsets = table.column(OFFSET_COLUMN)
+            bounds = pc.min_max(offsets)
+            first, last = int(bounds["min"].as_py()), int(bounds["max"].as_py())
+            name = file_name(self.file_prefix, seg.log_type, kafka_file_id(seg.partition, first, last))
+            files.append(PlannedFile(relative_path(seg.log_type, hour, name), table, first, last))
+        job.files = files
+
+    def _dead_letter(self, job: FlushJob) -> None:
+        seg = job.segment
+        for reject in job.rejects:
+            self.dead_letters.send(
+                seg.values[reject.index], reason=reject.reason, detail=reject.detail, source_topic=self.topic,
+                partition=seg.partition, offset=seg.offsets[reject.index],
+                log_type=None if seg.log_type == UNROUTABLE else seg.log_type)
+        self.dead_letters.flush()
+        job.dlq_done = True
+
+    def _stage(self, job: FlushJob, seq: int) -> None:
+        assert job.files is not None
+        staged: list[StagedFile] = []
+        try:
+            for index, planned in enumerate(job.files):
+                rel = self.commitlog.staged_path(job.partition, seq, index)
+                metadata = {
+                    META_LOG_TYPE: job.segment.log_type.encode(),
+                    META_SCHEMA_VERSION: self.converter.schema_version.encode(),
+                    b"zeek_pipeline.kafka_topic": self.topic.encode(),
+                    b"zeek_pipeline.kafka_partition": b"%d" % job.partition,
+                    b"zeek_pipeline.first_offset": b"%d" % planned.first,
+                    b"zeek_pipeline.last_offset": b"%d" % planned.last,
+                }
+                with self.storage.open_output(rel) as sink:
+                    write_table(sink, planned.table, self.options, metadata)
+                self.storage.sync(rel)
+                self.storage.prepare_dir(planned.final.rsplit("/", 1)[0])
+                staged.append(StagedFile(rel, planned.final, job.segment.log_type, planned.table.num_rows,
+                                         self.storage.size(rel)))
+        except (OSError, pa.ArrowException) as exc:
+            self._discard(staged)
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"writing {job.segment.log_type} p{job.partition}: {exc}",
+                               no_space="No space left" in str(exc)) from exc
+        except StorageError:
+            self._discard(staged)
+            raise
+        job.staged = staged
+
+    def _discard(self, staged: list[StagedFile]) -> None:
+        """Free the space of a failed staging at once (recovery would delete these files anyway)."""
+        for item in staged:
+            try:
+                self.storage.delete(item.staged)
+            except StorageError:
+                pass
+
+    # --- the whole flush -----------------------------------------------------------------------------
+    def run(self, job: FlushJob, state: PartitionState, next_offset: Callable[[], int]) -> FlushOutcome:
+        """Advance the job to published; raises StorageError/DeadLetterError/CommitConflict to retry later."""
+        job.attempts += 1
+        if job.files is None:
+            self._convert(job)
+        if job.rejects and not job.dlq_done:
+            self._dead_letter(job)
+        seg = job.segment
+        if not job.committed:
+            seq = state.seq + 1 if job.record is None else job.record.seq
+            self._stage(job, seq)
+            if job.record is None:
+                job.record = self.commitlog.new_record(
+                    state, log_type=seg.log_type, first=seg.first, last=seg.last, next_offset=next_offset(),
+                    files=job.staged, dead_lettered=len(job.rejects))
+            self.commitlog.commit(job.record)
+            state.apply(job.record)
+            job.committed = True
+        assert job.record is not None
+        if not job.published:
+            self.commitlog.publish(job.record)
+            job.published = True
+            for staged in job.record.files:
+                if self.on_file is not None:
+                    self.on_file(staged.final, staged.log_type, staged.rows, staged.bytes)
+            if job.record.seq % 16 == 0:
+                self.commitlog.prune(job.partition)
+        record = job.record
+        return FlushOutcome(record, sum(f.rows for f in record.files), len(record.files),
+                            sum(f.bytes for f in record.files), len(job.rejects))
+

@@ -1,0 +1,59 @@
+"""One Parquet file from one Arrow table, with the configured encoding and self-describing metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zeek_pipeline import __version__
+from zeek_pipeline.settings import ParquetOutput
+
+# Key/value metadata every file carries (readers: pq.read_metadata(path).metadata).
+META_LOG_TYPE = b"zeek.log_type"
+META_SCHEMA_VERSION = b"zeek.schema_version"
+META_WRITER = b"zeek.writer"
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetOptions:
+    compression: str = "zstd"  # zstd | snappy | gzip | lz4 | none
+    compression_level: int | None = None
+    row_group_size: int = 128 * 1024
+    dictionary: bool = True
+    statistics: bool = True
+
+    @classmethod
+    def from_settings(cls, parquet: ParquetOutput) -> ParquetOptions:
+        return cls(parquet.compression, parquet.compression_level, parquet.row_group_size, parquet.dictionary,
+                   parquet.statistics)
+
+    @property
+    def codec(self) -> str:
+        # pyarrow's "lz4" writes the LZ4_RAW codec that every current reader (DuckDB, Spark, Trino) reads.
+        return "none" if self.compression == "none" else self.compression
+
+
+def file_metadata(log_type: str, schema_version: str, extra: Mapping[str, str] | None = None) -> dict[bytes, bytes]:
+    meta = {META_LOG_TYPE: log_type.encode(), META_SCHEMA_VERSION: schema_version.encode(),
+            META_WRITER: f"zeek-pipeline {__version__}".encode()}
+    for key, value in (extra or {}).items():
+        meta[key.encode()] = value.encode()
+    return meta
+
+
+def write_table(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions, metadata: Mapping[bytes, bytes]) -> None:
+    """Write `table` to an open sink (the caller closes and syncs it)."""
+    schema = table.schema.with_metadata({**(table.schema.metadata or {}), **metadata})
+    level = options.compression_level if options.compression in ("zstd", "gzip", "brotli") else None
+    with pq.ParquetWriter(
+        sink,
+        schema,
+        compression=options.codec,
+        compression_level=level,
+        use_dictionary=options.dictionary,
+        write_statistics=options.statistics,
+    ) as writer:
+        writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=options.row_group_size)

@@ -1,0 +1,309 @@
+"""The parquet-writer: `zeek-normalized` → typed, Hive-partitioned Parquet, exactly once per record.
+
+Loop: consume a batch (read_committed, cooperative-sticky, manual commit), hand each record to the
+engine (buffer of its (log type, partition), found by a byte scan), flush what is due, tick the runtime.
+A flush is committed by the partition's commit log (writer/commitlog.py) before the Kafka offset is
+committed; on assignment the partition is recovered from that log and consumption resumes from it,
+skipping the ranges already written, so a kill at any point neither loses nor repeats a record.
+
+Storage trouble (ENOSPC, S3 down) or an unreachable DLQ pauses every partition, marks the service
+degraded (/readyz 503), keeps the buffers and the failed flush, and retries with backoff until it
+succeeds; then consumption resumes. Rebalance: revoked partitions are flushed and committed first,
+lost partitions are dropped (their new owner replays from the last commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from zeek_pipeline.kafka import config as kafka_config
+from zeek_pipeline.runtime.service import ServiceRuntime
+from zeek_pipeline.settings import Settings
+from zeek_pipeline.writer.buffers import Buffers, FlushPolicy
+from zeek_pipeline.writer.commitlog import CommitLog, CorruptCommitLog, PartitionState
+from zeek_pipeline.writer.convert import Converter
+from zeek_pipeline.writer.dlq import DeadLetters
+from zeek_pipeline.writer.engine import WriterEngine
+from zeek_pipeline.writer.flush import Flusher, FlushJob, FlushOutcome
+from zeek_pipeline.writer.parquet_file import ParquetOptions
+from zeek_pipeline.writer.storage import Storage, StorageError
+
+COMPONENT = "parquet-writer"
+log = logging.getLogger(f"zeek_pipeline.{COMPONENT}")
+
+POLL_SECONDS = 0.5
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+REVOKE_BUDGET_SECONDS = 30.0
+SHUTDOWN_BUDGET_SECONDS = 30.0
+RECOVERY_BUDGET_SECONDS = 120.0  # output unreachable at assignment for longer: exit, Kubernetes restarts us
+LAG_EVERY_SECONDS = 5.0
+
+
+class RecoveryTimeout(Exception):
+    """The output stayed unreachable while recovering a newly assigned partition."""
+
+
+class WriterService:
+    def __init__(self, settings: Settings, converter: Converter, storage: Storage,
+                 runtime: ServiceRuntime | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.writer_topic
+        self.runtime = runtime or ServiceRuntime(COMPONENT, settings, settings.writer.http_port,
+                                                 status_extra=self._status_extra, health_extra=self._health_extra)
+        self.metrics = self.runtime.metrics
+        self.storage = storage
+        self.dead_letters = DeadLetters(kafka_config.producer(settings), settings.output.kafka.dlq_topic, COMPONENT)
+        commitlog = CommitLog(storage, self.topic, self.runtime.instance)
+        flusher = Flusher(storage=storage, commitlog=commitlog, converter=converter, dead_letters=self.dead_letters,
+                          options=ParquetOptions.from_settings(settings.output.parquet),
+                          file_prefix=settings.output.parquet.file_prefix, topic=self.topic,
+                          on_file=self.metrics.file_written)
+        self.engine = WriterEngine(Buffers(FlushPolicy.from_settings(settings.write)), commitlog, flusher,
+                                   on_flushed=self._on_flushed)
+        self.consumer: Consumer | None = None
+        self.paused = False
+        self._backoff = BACKOFF_MIN
+        self._retry_at = 0.0
+        self._next_lag = 0.0
+        self._to_commit: set[int] = set()
+
+    # --- monitoring ----------------------------------------------------------------------------------
+    def _health_extra(self) -> dict[str, Any]:
+        totals = self.metrics.totals()
+        return {"flushes": totals["flushes"], "files": totals["files"],
+                "written_mb": round(totals["bytes_written"] / 1e6, 1), "buffered": self.engine.buffers.count,
+                "pending_flushes": len(self.engine.pending)}
+
+    def _status_extra(self) -> dict[str, Any]:
+        engine = self.engine
+        return {"storage": self.storage.url, "buffered_records": engine.buffers.count,
+                "open_buffers": len(engine.buffers.segments), "pending_flushes": len(engine.pending),
+                "paused": self.paused, "skipped_on_replay": engine.skipped, "flush_reasons": dict(engine.flush_reasons),
+                "partitions": {str(p): {"seq": s.seq, "resume_at": s.next_offset} for p, s in engine.states.items()}}
+
+    def _update_gauges(self) -> None:
+        engine = self.engine
+        self.metrics.set_buffer(round(engine.buffers.usage_pct(engine.pending_memory()), 1))
+        now = time.monotonic()
+        if self.consumer is None or now < self._next_lag:
+            return
+        self._next_lag = now + LAG_EVERY_SECONDS
+        for partition, state in list(engine.states.items()):
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+            except KafkaException:
+                continue
+            position = engine.positions.get(partition, state.next_offset)
+            if high >= 0 and position is not None:
+                self.metrics.set_lag(self.topic, partition, max(high - position, 0))
+
+    def _on_flushed(self, job: FlushJob, outcome: FlushOutcome) -> None:
+        self.metrics.add("flushes")
+        self.metrics.add("produced", outcome.rows)
+        for reject in job.rejects:
+            source = f"{self.topic}/{job.partition}@{job.segment.offsets[reject.index]}"
+            self.metrics.reject(reject.reason, reject.detail, source)
+        self._to_commit.add(job.partition)
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def run(self) -> int:
+        runtime = self.runtime
+        runtime.install_signal_handlers()
+        runtime.start()
+        conf = kafka_config.consumer(self.settings, self.settings.writer.group_id, error_cb=runtime.on_kafka_error)
+        self.consumer = Consumer(conf)
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        runtime.set_state("ok")
+        log.info("consuming", extra={"context": {"topic": self.topic, "group": self.settings.writer.group_id,
+                                                 "output": self.storage.url}})
+        batch_size = self.settings.writer.batch_size
+        engine = self.engine
+        try:
+            while not runtime.stop_requested:
+                if engine.pending and time.monotonic() >= self._retry_at:
+                    if engine.retry_pending():
+                        self._recovered()
+                    else:
+                        self._degraded()
+                messages = self.consumer.consume(batch_size, POLL_SECONDS)
+                if messages:
+                    runtime.broker_ok()
+                    self._ingest(messages)
+                if not engine.pending and not engine.flush_due(time.monotonic()):
+                    self._degraded()
+                self._commit_offsets(asynchronous=True)
+                self._update_gauges()
+                runtime.tick()
+        except (CorruptCommitLog, RecoveryTimeout, KafkaException) as exc:
+            self.metrics.error(f"{type(exc).__name__}: {exc}")
+            log.error("stopping: %s", exc)
+            runtime.fatal_error = str(exc)
+        finally:
+            self._shutdown()
+            runtime.close()
+        return 1 if runtime.fatal_error else 0
+
+    def _ingest(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        add = self.engine.add
+        consumed = 0
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001
+                    self.runtime.on_kafka_error(err)
+                continue
+            partition = msg.partition()
+            offset = msg.offset()
+            if partition is None or offset is None:
+                continue
+            consumed += 1
+            add(partition, offset, msg.value(), now)
+        self.metrics.add("consumed", consumed)
+
+    # --- degraded mode -------------------------------------------------------------------------------
+    def _degraded(self) -> None:
+        exc = self.engine.last_error
+        no_space = isinstance(exc, StorageError) and exc.no_space
+        reason = f"{'disk full' if no_space else 'output unavailable'}: {exc}"
+        self.metrics.error(reason)
+        if not self.paused:
+            log.warning("flush failed: consumption paused, buffers kept, retrying",
+                        extra={"context": {"error": str(exc)[:300]}})
+        self.runtime.set_state("degraded", reason[:500])
+        self._pause()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _recovered(self) -> None:
+        self._backoff = BACKOFF_MIN
+        if self.paused:
+            log.info("output writable again: consumption resumed")
+        self._resume()
+        if self.runtime.state == "degraded":
+            self.runtime.set_state("ok")
+
+    def _pause(self) -> None:
+        if self.paused or self.consumer is None:
+            return
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        self.paused = True
+
+    def _resume(self) -> None:
+        if not self.paused or self.consumer is None:
+            return
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+        self.paused = False
+
+    def _commit_offsets(self, partitions: set[int] | None = None, *, asynchronous: bool) -> None:
+        """Commit the commit log's restart offsets to Kafka (for lag monitoring and tools; the log is the truth)."""
+        wanted = self._to_commit if partitions is None else partitions
+        if self.consumer is None or not wanted:
+            return
+        states = self.engine.states
+        offsets = [TopicPartition(self.topic, p, state.next_offset) for p in sorted(wanted)
+                   if (state := states.get(p)) is not None and state.next_offset is not None]
+        self._to_commit -= wanted
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("kafka offset commit failed (the commit log still has it): %s", exc)
+
+    # --- rebalance -----------------------------------------------------------------------------------
+    def _recover(self, partition: int) -> PartitionState:
+        deadline = time.monotonic() + RECOVERY_BUDGET_SECONDS
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                return self.engine.recover(partition)
+            except StorageError as exc:
+                if time.monotonic() >= deadline:
+                    raise RecoveryTimeout(f"cannot recover partition {partition} from the output: {exc}") from exc
+                self.runtime.set_state("degraded", f"recovering partition {partition}: {exc}"[:500])
+                log.warning("recovery of partition %d failed, retrying: %s", partition, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.add("rebalances")
+        assigned: list[TopicPartition] = []
+        for tp in partitions:
+            state = self._recover(tp.partition)
+            offset = state.next_offset if state.next_offset is not None else OFFSET_STORED
+            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
+            log.info("partition recovered", extra={"context": {
+                "partition": tp.partition, "seq": state.seq, "resume_at": state.next_offset,
+                "done_ranges": state.range_count()}})
+        consumer.incremental_assign(assigned)
+        if self.paused and assigned:
+            consumer.pause(assigned)
+        if not self.engine.pending and self.runtime.state == "degraded":
+            self.runtime.set_state("ok")
+        self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions} & set(self.engine.states)
+        if revoked:
+            failed = self.engine.drain(revoked, time.monotonic() + REVOKE_BUDGET_SECONDS, "rebalance")
+            if failed:
+                log.warning("revoked partitions %s not fully flushed; their new owner replays from the last commit",
+                            sorted(failed))
+            self._commit_offsets(revoked - failed, asynchronous=False)
+            self._forget(revoked)
+        self._unassign(consumer, partitions)
+        log.info("partitions revoked", extra={"context": {"partitions": sorted(tp.partition for tp in partitions)}})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        dropped = self._forget({tp.partition for tp in partitions})
+        self._unassign(consumer, partitions)
+        log.warning("partitions lost", extra={"context": {
+            "partitions": sorted(tp.partition for tp in partitions), "dropped_records": dropped}})
+
+    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        current = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        consumer.incremental_unassign([tp for tp in partitions if (tp.topic, tp.partition) in current])
+
+    def _forget(self, partitions: set[int]) -> int:
+        dropped = self.engine.forget(partitions)
+        self._to_commit -= partitions
+        if not self.engine.pending:
+            self._recovered()
+        self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
+        return dropped
+
+    # --- shutdown ------------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self.runtime.set_state("stopping", self.runtime.reason)
+        consumer, self.consumer = self.consumer, None
+        if consumer is None:
+            return
+        partitions = set(self.engine.states)
+        if not self.runtime.fatal_error and partitions:
+            failed = self.engine.drain(partitions, time.monotonic() + SHUTDOWN_BUDGET_SECONDS, "shutdown")
+            if failed:
+                log.warning("shutdown: partitions %s not fully flushed; they replay from their last commit",
+                            sorted(failed))
+            self.consumer = consumer
+            self._commit_offsets(partitions - failed, asynchronous=False)
+            self.consumer = None
+        self.engine.forget(partitions)  # the revoke callback during close() finds nothing left to flush
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("consumer close: %s", exc)
+        self.dead_letters.close()
+        log.info("stopped", extra={"context": self.metrics.totals()})
