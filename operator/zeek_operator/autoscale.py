@@ -1,0 +1,202 @@
+"""Lag-based autoscaling: a pure decision function and a small confluent-kafka adapter that reads the lag.
+
+Rules (docs/operator.md, "Autoscaling"):
+- wanted = ceil(lag / targetLagPerReplica), clamped to [minReplicas, min(maxReplicas, partitions)]; more
+  consumers than partitions would sit idle, so the partition count wins over minReplicas too;
+- scale-up goes to `wanted`; scale-down needs the lag to fit the smaller count with 10 % headroom
+  (hysteresis), so a lag hovering at a boundary does not flip the count back and forth;
+- any change waits `cooldownSeconds` after the previous change of that component, except a count outside
+  the bounds (maxReplicas lowered, partitions removed), which is corrected at once;
+- an unknown lag (broker unreachable) changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from zeek_operator.spec import Autoscaling, PipelineSpec
+
+SCALE_DOWN_HEADROOM = 0.1
+
+Direction = Literal["up", "down", "hold"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_replicas: int
+    max_replicas: int
+    target_lag_per_replica: int
+    cooldown_seconds: float
+
+    @classmethod
+    def from_spec(cls, spec: Autoscaling) -> Policy:
+        return cls(spec.min_replicas, spec.max_replicas, spec.target_lag_per_replica, spec.cooldown_seconds)
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    direction: Direction
+    reason: str
+
+    @property
+    def changed(self) -> bool:
+        return self.direction != "hold"
+
+
+def bounds(policy: Policy, partitions: int | None) -> tuple[int, int, str]:
+    """(lower, upper, what caps upper): partitions cap both, since extra consumers get no partition."""
+    upper, cap = policy.max_replicas, f"maxReplicas {policy.max_replicas}"
+    if partitions is not None and 0 < partitions < upper:
+        upper, cap = partitions, f"{partitions} partitions"
+    lower = min(policy.min_replicas, upper)
+    return lower, upper, cap
+
+
+def decide(
+    *,
+    current: int,
+    lag: int | None,
+    partitions: int | None,
+    policy: Policy,
+    last_scale: float | None,
+    now: float,
+) -> Decision:
+    """The replica count one component should have, and why (for the event and the status)."""
+    lower, upper, cap = bounds(policy, partitions)
+    if current < lower or current > upper:
+        target = min(max(current, lower), upper)
+        limit = f"minReplicas {policy.min_replicas}" if current < lower else cap
+        return Decision(target, "up" if target > current else "down",
+                        f"{current} replicas is outside the bounds [{lower}, {upper}] ({limit})")
+    if lag is None:
+        return Decision(current, "hold", "lag unknown: keeping the current count")
+    wanted_raw = math.ceil(lag / policy.target_lag_per_replica)
+    wanted = min(max(wanted_raw, lower), upper)
+    detail = f"lag {lag}, target {policy.target_lag_per_replica}/replica -> {wanted_raw}"
+    if wanted_raw > upper:
+        detail += f", capped by {cap}"
+    elif wanted_raw < lower:
+        detail += f", raised to minReplicas {lower}"
+    if wanted > current:
+        direction: Direction = "up"
+    else:
+        headroom = policy.target_lag_per_replica * (1 - SCALE_DOWN_HEADROOM)
+        wanted = min(max(math.ceil(lag / headroom), lower), upper)
+        if wanted >= current:
+            return Decision(current, "hold", f"{detail}: {current} replicas fit")
+        direction = "down"
+    remaining = 0.0 if last_scale is None else policy.cooldown_seconds - (now - last_scale)
+    if remaining > 0:
+        return Decision(current, "hold",
+                        f"{detail}: would scale {direction} to {wanted}, cooling down for {remaining:.0f}s more")
+    return Decision(wanted, direction, f"{detail}: scaling {direction} from {current} to {wanted}")
+
+
+# ------------------------------------------------------------------------------------------- Kafka side
+
+
+class LagError(RuntimeError):
+    """The lag could not be read (broker unreachable, topic missing); the message says which."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    group: str
+    topic: str
+    partitions: int
+    lag: int
+    per_partition: dict[int, int]
+
+
+def admin_config(spec: PipelineSpec, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """librdkafka settings for the operator's own AdminClient: the pipeline's brokers and security.
+
+    secrets: Secret name -> decoded data, for the Secrets the spec references. TLS material is passed
+    inline (`ssl.*.pem`), so the operator never writes key files.
+    """
+    security = spec.kafka.security
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(spec.kafka.bootstrap_servers),
+        "client.id": "zeek-operator",
+        "security.protocol": security.protocol,
+        "socket.timeout.ms": 10_000,
+        # Connection failures surface as LagError in the status; librdkafka's own retry chatter is muted.
+        "log_level": 2,
+    }
+    if security.sasl is not None:
+        data = secrets.get(security.sasl.secret_ref.name, {})
+        conf["sasl.mechanism"] = security.sasl.mechanism
+        conf["sasl.username"] = data.get(security.sasl.username_key, "")
+        conf["sasl.password"] = data.get(security.sasl.password_key, "")
+    if security.tls is not None:
+        data = secrets.get(security.tls.secret_ref.name, {})
+        if security.tls.ca_key in data:
+            conf["ssl.ca.pem"] = data[security.tls.ca_key]
+        if security.tls.cert_key and security.tls.key_key:
+            conf["ssl.certificate.pem"] = data.get(security.tls.cert_key, "")
+            conf["ssl.key.pem"] = data.get(security.tls.key_key, "")
+    for key, value in spec.kafka.librdkafka.items():
+        conf.setdefault(key, value)
+    return conf
+
+
+class LagReader:
+    """Consumer-group lag from the broker: end offsets (read_committed) minus committed offsets."""
+
+    def __init__(self, conf: Mapping[str, Any], timeout: float = 10.0) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient(dict(conf))
+        self._timeout = timeout
+
+    def partitions(self, topic: str) -> list[int]:
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self._admin.list_topics(topic, timeout=self._timeout)
+        except KafkaException as exc:
+            raise LagError(f"cannot reach the brokers for topic {topic}: {exc}", unreachable=True) from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            reason = found.error if found is not None and found.error is not None else "missing"
+            raise LagError(f"topic {topic}: {reason}")
+        return sorted(found.partitions)
+
+    def read(self, group: str, topic: str) -> GroupLag:
+        from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+
+        OffsetSpec: Any = importlib.import_module("confluent_kafka.admin").OffsetSpec  # noqa: N806
+
+        partitions = self.partitions(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        try:
+            futures = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
+            committed_result = futures[group].result(self._timeout)
+            committed = {tp.partition: tp.offset for tp in committed_result.topic_partitions or []}
+            ends = self._offsets(tps, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
+            uncommitted = [tp for tp in tps if committed.get(tp.partition, -1) < 0]
+            starts = self._offsets(uncommitted, OffsetSpec.earliest(), IsolationLevel.READ_COMMITTED) \
+                if uncommitted else {}
+        except KafkaException as exc:
+            raise LagError(f"group {group} on {topic}: {exc}") from exc
+        per_partition = {}
+        for p in partitions:
+            position = committed.get(p, -1)
+            if position < 0:  # nothing committed yet: the group would start at the beginning
+                position = starts.get(p, 0)
+            per_partition[p] = max(0, ends.get(p, 0) - position)
+        return GroupLag(group, topic, len(partitions), sum(per_partition.values()), per_partition)
+
+    def _offsets(self, tps: list[Any], spec: Any, isolation: Any) -> dict[int, int]:
+        futures = self._admin.list_offsets(dict.fromkeys(tps, spec), isolation_level=isolation,
+                                           request_timeout=self._timeout)
+        return {tp.partition: int(future.result(self._timeout).offset) for tp, future in futures.items()}

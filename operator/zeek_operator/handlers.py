@@ -1,0 +1,120 @@
+"""kopf handlers for ZeekPipeline: thin functions that call reconcile.py and report its outcome.
+
+    kopf run -m zeek_operator.handlers --standalone -n <namespace>     # development, one instance
+    zeek-pipeline operator -n <namespace>                               # with Lease leader election
+
+- create / update / resume: reconcile (children, status); a spec problem -> Degraded + event, and a
+  PermanentError so kopf does not retry until the spec changes;
+- timer (every ZEEK_OPERATOR_TICK_SECONDS): lag, autoscaling, topic creation, and a resync that puts back
+  anything the events missed and notices a Secret or ConfigMap that appeared;
+- events of the children (Deployments, ConfigMaps, Services, ServiceAccounts we manage): a deleted or
+  hand-edited child is put back at once; a Deployment's progress refreshes the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+import urllib3
+
+from zeek_operator import reconcile, startup
+from zeek_operator.crd import GROUP, PLURAL, VERSION
+from zeek_operator.kube import ApiError, get_kube
+from zeek_operator.resources import MANAGED_BY
+from zeek_operator.spec import SpecError
+
+CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    startup.configure(settings)
+
+
+@kopf.on.probe(id="operator")
+def liveness(**_: Any) -> dict[str, Any]:
+    return startup.probe()
+
+
+def _run(counter: str, fn: Callable[..., reconcile.Outcome], *args: Any) -> reconcile.Outcome:
+    startup.counters[counter] += 1
+    try:
+        return fn(get_kube(), *args)
+    except (ApiError, urllib3.exceptions.HTTPError) as exc:
+        startup.counters["errors"] += 1
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
+
+
+def _post(outcome: reconcile.Outcome, owner: Mapping[str, Any]) -> None:
+    for event in outcome.events:
+        kopf.event(owner, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
+
+
+def _problem(outcome: reconcile.Outcome) -> str | None:
+    for cond in outcome.status.get("conditions") or []:
+        if cond["type"] == "Degraded" and cond["status"] == "True" and cond["reason"] in reconcile.PROBLEM_REASONS:
+            return f"{cond['reason']}: {cond['message']}"
+    return None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    outcome = _run("reconciles", reconcile.reconcile, body)
+    patch.status.update(outcome.status)
+    _post(outcome, body)
+    problem = _problem(outcome)
+    if problem and outcome.spec is None:
+        # The status patch above is still applied; kopf stops retrying until the spec changes.
+        raise kopf.PermanentError(problem)
+    if problem:
+        logger.warning("%s", problem)  # a missing Secret: the timer checks again
+    else:
+        logger.info("reconciled: config %s", outcome.status.get("configHash"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=startup.TICK_SECONDS, initial_delay=startup.TICK_SECONDS / 2)
+def tick(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    outcome = _run("ticks", reconcile.tick, body)
+    patch.status.update(outcome.status)
+    _post(outcome, body)
+    for event in outcome.events:
+        if event.reason in ("ScaledUp", "ScaledDown"):
+            logger.info("%s", event.message)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "serviceaccounts", labels=CHILD_LABELS)
+def child_changed(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    kind, parent_name = event.get("type"), reconcile.owner_name(body)
+    if kind is None or parent_name is None:  # the initial listing (resume reconciles anyway) or not ours
+        return
+    kube = get_kube()
+    namespace = str(body.metadata.namespace)
+    try:
+        parent = kube.get("ZeekPipeline", namespace, parent_name)
+        if parent is None or parent["metadata"].get("deletionTimestamp"):
+            return  # being garbage-collected with its owner
+        if kind == "DELETED" or reconcile.drifted(body):
+            logger.info("%s %s %s by someone else: putting it back", body.get("kind"), body.metadata.name,
+                        "deleted" if kind == "DELETED" else "changed")
+            outcome = _run("child_events", reconcile.reconcile, parent)
+            kube.patch_status("ZeekPipeline", namespace, parent_name, outcome.status)
+            _post(outcome, parent)
+        elif body.get("kind") == "Deployment":
+            status = reconcile.refresh_status(kube, parent)
+            if _differs(parent.get("status") or {}, status):
+                kube.patch_status("ZeekPipeline", namespace, parent_name, status)
+    except SpecError:
+        return
+    except (ApiError, urllib3.exceptions.HTTPError) as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
+
+
+def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(old.get(key) != value for key, value in new.items())

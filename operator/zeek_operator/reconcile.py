@@ -1,0 +1,406 @@
+"""One reconcile of a ZeekPipeline, and the periodic tick (lag, autoscaling, topic creation).
+
+Called from the kopf handlers (create/update/resume, the timer, child events). Each call re-derives
+everything from the resource: parse the spec, read the Secrets/ConfigMap it references, render the
+config files, build the children, create or patch them (server-side apply), compute the status. Calls for
+one pipeline are serialized by a lock, so the handler, the timer and child events never interleave.
+
+A spec problem never touches the running children (the last good configuration keeps running): it
+becomes the Degraded condition plus a Warning event naming the field. A missing Secret is reported the
+same way, but the children are still applied, so the pods start as soon as the Secret appears.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zeek_operator import resources
+from zeek_operator.autoscale import GroupLag, LagError, LagReader, Policy, admin_config, decide
+from zeek_operator.kube import ApiError, Kube
+from zeek_operator.render import COMPONENTS, Overrides, config_hash, render_files
+from zeek_operator.spec import PipelineSpec, SpecError, parse_spec
+
+log = logging.getLogger("zeek_operator.reconcile")
+
+# Degraded reasons that come from the resource itself (kept until a reconcile clears them); any other
+# Degraded reason (a failing Deployment) is recomputed from the children on every status refresh.
+PROBLEM_REASONS = frozenset({"InvalidSpec", "InvalidNormalization", "MissingSecret", "MissingConfigMap"})
+AUTOSCALED = {"normalizer-enricher": "normalizer", "parquet-writer": "writer"}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    spec: PipelineSpec | None = None
+
+
+_locks_guard = threading.Lock()
+_locks: dict[tuple[str, str], threading.Lock] = {}
+# (kind, namespace, name) -> the generation (Deployments) or resourceVersion (others) our last apply left;
+# a child event showing anything else was made by someone else and triggers a reconcile.
+_applied: dict[tuple[str, str, str], str] = {}
+
+
+def pipeline_lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fingerprint(child: Mapping[str, Any]) -> str:
+    meta = child.get("metadata") or {}
+    if child.get("kind") == "Deployment":
+        return f"g{meta.get('generation')}"
+    return f"rv{meta.get('resourceVersion')}"
+
+
+def record_applied(child: Mapping[str, Any]) -> None:
+    meta = child.get("metadata") or {}
+    _applied[(str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name")))] = _fingerprint(child)
+
+
+def drifted(child: Mapping[str, Any]) -> bool:
+    """True when a child is not as our last apply left it (edited by hand, or unknown since a restart)."""
+    meta = child.get("metadata") or {}
+    key = (str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+    return _applied.get(key) != _fingerprint(child)
+
+
+# ----------------------------------------------------------------------------------------- references
+
+
+def _check_secret(kube: Kube, namespace: str, secret: str, keys: list[str], field_path: str,
+                  found: dict[str, dict[str, str]]) -> tuple[str, str] | None:
+    data = found.get(secret)
+    if data is None:
+        data = kube.secret_data(namespace, secret)
+        if data is None:
+            return "MissingSecret", f"{field_path}: Secret {secret!r} not found in namespace {namespace}"
+        found[secret] = data
+    missing = [key for key in keys if key not in data]
+    if missing:
+        return "MissingSecret", f"{field_path}: Secret {secret!r} has no key(s) {', '.join(missing)}"
+    return None
+
+
+def read_secrets(kube: Kube, namespace: str, spec: PipelineSpec) -> tuple[dict[str, dict[str, str]],
+                                                                           tuple[str, str] | None]:
+    """The referenced Secrets' data, and the first problem (a missing Secret or key) naming the field."""
+    found: dict[str, dict[str, str]] = {}
+    checks: list[tuple[str, list[str], str]] = []
+    security = spec.kafka.security
+    if security.sasl is not None:
+        checks.append((security.sasl.secret_ref.name, [security.sasl.username_key, security.sasl.password_key],
+                       "spec.kafka.security.sasl.secretRef"))
+    if security.tls is not None:
+        keys = [security.tls.ca_key] + [k for k in (security.tls.cert_key, security.tls.key_key) if k]
+        checks.append((security.tls.secret_ref.name, keys, "spec.kafka.security.tls.secretRef"))
+    s3 = spec.writer.storage.s3
+    if spec.writer.storage.type == "s3" and s3 is not None and s3.credentials_secret is not None:
+        creds = s3.credentials_secret
+        checks.append((creds.name, [creds.access_key_key, creds.secret_key_key],
+                       "spec.writer.storage.s3.credentialsSecret"))
+    problem = None
+    for secret, keys, field_path in checks:
+        problem = problem or _check_secret(kube, namespace, secret, keys, field_path, found)
+    return found, problem
+
+
+def read_overrides(kube: Kube, namespace: str, spec: PipelineSpec) -> Overrides:
+    ref = spec.normalization.config_map_ref
+    if ref is None:
+        return Overrides()
+    configmap = kube.get("ConfigMap", namespace, ref.name)
+    if configmap is None:
+        raise SpecError([("spec.normalization.configMapRef.name",
+                          f"ConfigMap {ref.name!r} not found in namespace {namespace}")], reason="MissingConfigMap")
+    data = configmap.get("data") or {}
+    if ref.rules_key not in data and ref.schema_key not in data:
+        raise SpecError([("spec.normalization.configMapRef",
+                          f"ConfigMap {ref.name!r} has neither key {ref.rules_key!r} nor {ref.schema_key!r}")],
+                        reason="MissingConfigMap")
+    return Overrides(rules=data.get(ref.rules_key), schema=data.get(ref.schema_key))
+
+
+# -------------------------------------------------------------------------------------------- reconcile
+
+
+def _identity(body: Mapping[str, Any]) -> tuple[str, str, int]:
+    meta = body.get("metadata") or {}
+    return str(meta["name"]), str(meta["namespace"]), int(meta.get("generation") or 0)
+
+
+def autoscaled_replicas(status: Mapping[str, Any] | None) -> dict[str, int]:
+    """The autoscaler's last decision per component, as recorded in the status."""
+    out = {}
+    for component, entry in ((status or {}).get("autoscaling") or {}).items():
+        if isinstance(entry, Mapping) and isinstance(entry.get("desiredReplicas"), int):
+            out[component] = int(entry["desiredReplicas"])
+    return out
+
+
+def _live_deployments(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, Any] | None]:
+    return {c: kube.get("Deployment", namespace, resources.deployment_name(name, c)) for c in COMPONENTS}
+
+
+def _degraded_events(old_status: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
+    """A Warning when Degraded turns True or its message changes; a Normal event when it clears."""
+    def degraded(s: Mapping[str, Any]) -> Mapping[str, Any]:
+        return next((c for c in s.get("conditions") or [] if c.get("type") == "Degraded"), {})
+
+    before, after = degraded(old_status), degraded(status)
+    if after.get("status") == "True":
+        if before.get("status") != "True" or before.get("message") != after.get("message"):
+            return [Event("Warning", str(after.get("reason")), str(after.get("message")))]
+    elif before.get("status") == "True":
+        return [Event("Normal", "Recovered", f"no longer degraded (was {before.get('reason')})")]
+    return []
+
+
+def check_name(name: str) -> None:
+    import re
+
+    if len(name) > resources.MAX_NAME or not re.match(resources.NAME_PATTERN, name):
+        raise SpecError([("metadata.name", f"{name!r} must be a DNS label of at most {resources.MAX_NAME} "
+                                           "characters starting with a letter (children append suffixes)")])
+
+
+def reconcile(kube: Kube, body: Mapping[str, Any], autoscaled: Mapping[str, int] | None = None,
+              adopt: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None) -> Outcome:
+    """Bring the children in line with the resource; return the status patch and the events to post."""
+    name, namespace, generation = _identity(body)
+    with pipeline_lock(namespace, name):
+        return _reconcile_locked(kube, body, name, namespace, generation, autoscaled, adopt or _adopt)
+
+
+def _adopt(child: dict[str, Any], owner: Mapping[str, Any]) -> None:
+    import kopf
+
+    kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
+
+
+def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace: str, generation: int,
+                      autoscaled: Mapping[str, int] | None,
+                      adopt: Callable[[dict[str, Any], Mapping[str, Any]], None]) -> Outcome:
+    old_status = dict(body.get("status") or {})
+    events: list[Event] = []
+    try:
+        check_name(name)
+        spec = parse_spec(body.get("spec"))
+        secrets, secret_problem = read_secrets(kube, namespace, spec)
+        files = render_files(spec, read_overrides(kube, namespace, spec))
+    except SpecError as exc:
+        # Leave the children alone: the last good configuration keeps running.
+        status = resources.compute_status(
+            name=name, namespace=namespace, generation=generation, spec=None,
+            deployments=_live_deployments(kube, namespace, name), old_status=old_status,
+            desired=_old_desired(old_status), problem=(exc.reason, str(exc)))
+        return Outcome(status, _degraded_events(old_status, status), None)
+    del secrets  # only their presence matters here; the pods read them through env/volumes
+    digest = config_hash(files)
+    replicas = resources.desired_replicas(spec, autoscaled if autoscaled is not None
+                                          else autoscaled_replicas(old_status))
+    deployments: dict[str, dict[str, Any] | None] = dict.fromkeys(COMPONENTS)
+    for child in resources.build_children(name, spec, files, digest, replicas):
+        child["metadata"]["namespace"] = namespace
+        if child["kind"] != "PersistentVolumeClaim" or not spec.writer.storage.pvc.keep_on_delete:
+            adopt(child, body)
+        action, live = kube.apply(child)
+        record_applied(live)
+        if action == "created":
+            events.append(Event("Normal", "Created", f"{child['kind']} {child['metadata']['name']} created"))
+        if child["kind"] == "Deployment":
+            deployments[live["metadata"]["labels"]["app.kubernetes.io/component"]] = live
+    for kind, child_name in resources.obsolete_children(name, spec):
+        existing = kube.get(kind, namespace, child_name)
+        if existing is not None and _owned_by(existing, body) and kube.delete(kind, namespace, child_name):
+            events.append(Event("Normal", "Deleted", f"{kind} {child_name} deleted (disabled in the spec)"))
+    status = resources.compute_status(
+        name=name, namespace=namespace, generation=generation, spec=spec, deployments=deployments,
+        old_status=old_status, desired=replicas, problem=secret_problem, config_hash=digest)
+    if old_status.get("configHash") and old_status.get("configHash") != digest:
+        events.append(Event("Normal", "ConfigChanged", f"configuration {digest} rolled out (was "
+                                                       f"{old_status.get('configHash')})"))
+    return Outcome(status, events + _degraded_events(old_status, status), spec)
+
+
+def _old_desired(old_status: Mapping[str, Any]) -> dict[str, int]:
+    components = old_status.get("components") or {}
+    return {c: int(v.get("desiredReplicas") or 0) for c, v in components.items() if isinstance(v, Mapping)}
+
+
+def _owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = (owner.get("metadata") or {}).get("uid")
+    return any(ref.get("uid") == uid for ref in (child.get("metadata") or {}).get("ownerReferences") or [])
+
+
+# ---------------------------------------------------------------------------------------- child events
+
+
+def owner_name(child: Mapping[str, Any]) -> str | None:
+    for ref in (child.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ZeekPipeline" and str(ref.get("apiVersion", "")).startswith("zeek-pipeline.io/"):
+            return str(ref.get("name"))
+    return None
+
+
+def refresh_status(kube: Kube, parent: Mapping[str, Any]) -> dict[str, Any]:
+    """Status from the live Deployments only (a rollout progressed), keeping a resource problem as it was."""
+    name, namespace, generation = _identity(parent)
+    old_status = dict(parent.get("status") or {})
+    degraded: Mapping[str, Any] = next(
+        (c for c in old_status.get("conditions") or [] if c.get("type") == "Degraded"), {})
+    problem = None
+    if degraded.get("status") == "True" and degraded.get("reason") in PROBLEM_REASONS:
+        problem = (str(degraded["reason"]), str(degraded.get("message", "")))
+    try:
+        spec: PipelineSpec | None = parse_spec(parent.get("spec"))
+    except SpecError:
+        spec = None
+    desired = _old_desired(old_status) or (resources.desired_replicas(spec) if spec else {})
+    return resources.compute_status(
+        name=name, namespace=namespace, generation=int(old_status.get("observedGeneration") or generation),
+        spec=spec, deployments=_live_deployments(kube, namespace, name), old_status=old_status,
+        desired=desired, problem=problem)
+
+
+# ------------------------------------------------------------------------------------------------ tick
+
+_readers: OrderedDict[str, LagReader] = OrderedDict()
+_topics_done: set[str] = set()
+
+
+def _reader_key(conf: Mapping[str, Any]) -> str:
+    return json.dumps(conf, sort_keys=True, default=str)
+
+
+def _reader(conf: Mapping[str, Any]) -> LagReader:
+    key = _reader_key(conf)
+    reader = _readers.pop(key, None) or LagReader(conf)
+    _readers[key] = reader
+    while len(_readers) > 32:
+        _readers.popitem(last=False)
+    return reader
+
+
+def _parse_time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
+         reader_factory: Callable[[Mapping[str, Any]], LagReader] = _reader,
+         adopt: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None) -> Outcome:
+    """The timer: read the lag, make the autoscaling decisions, then reconcile with them."""
+    name, namespace, _ = _identity(body)
+    now = time.time() if now is None else now
+    old_status = dict(body.get("status") or {})
+    try:
+        spec = parse_spec(body.get("spec"))
+    except SpecError:
+        return reconcile(kube, body, adopt=adopt)
+    secrets, problem = read_secrets(kube, namespace, spec)
+    extra: dict[str, Any] = {}
+    events: list[Event] = []
+    lags: dict[str, GroupLag] = {}
+    if problem is None:
+        reader = reader_factory(admin_config(spec, secrets))
+        errors = []
+        if spec.kafka.create_topics.enabled:
+            errors += _create_topics(spec, admin_config(spec, secrets), events, extra)
+        for component, (group, topic) in {
+            "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw),
+            "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized),
+        }.items():
+            try:
+                lags[component] = reader.read(group, topic)
+            except LagError as exc:
+                errors.append(str(exc))
+                if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
+                    _readers.pop(_reader_key(admin_config(spec, secrets)), None)
+                    break
+        extra["lagError"] = "; ".join(errors)
+        if lags:
+            extra["lag"] = {lag.group: lag.lag for lag in lags.values()}
+            extra["totalLag"] = sum(lag.lag for lag in lags.values())
+            extra["lagTime"] = _stamp(_now())
+    autoscaled = autoscaled_replicas(old_status)
+    decisions: dict[str, Any] = {}
+    for component, key in AUTOSCALED.items():
+        policy_spec = getattr(spec, key).autoscaling
+        if not policy_spec.enabled:
+            decisions[component] = None  # removes a stale entry (merge patch)
+            autoscaled.pop(component, None)
+            continue
+        previous = (old_status.get("autoscaling") or {}).get(component) or {}
+        current = autoscaled.get(component, getattr(spec, key).replicas)
+        lag = lags.get(component)
+        decision = decide(current=current, lag=lag.lag if lag else None,
+                          partitions=lag.partitions if lag else None, policy=Policy.from_spec(policy_spec),
+                          last_scale=_parse_time(previous.get("lastScaleTime")), now=now)
+        entry = {"desiredReplicas": decision.replicas, "reason": decision.reason,
+                 "lastScaleTime": previous.get("lastScaleTime") or None}
+        if lag is not None:
+            entry.update(lag=lag.lag, partitions=lag.partitions)
+        if decision.changed:
+            entry["lastScaleTime"] = _stamp(dt.datetime.fromtimestamp(now, dt.UTC))
+            events.append(Event("Normal", "ScaledUp" if decision.direction == "up" else "ScaledDown",
+                                f"{component}: {decision.reason}"))
+        autoscaled[component] = decision.replicas
+        decisions[component] = entry
+    outcome = reconcile(kube, body, autoscaled=autoscaled, adopt=adopt)
+    outcome.status.update(extra)
+    outcome.status["autoscaling"] = decisions
+    outcome.events[:0] = events
+    return outcome
+
+
+def _create_topics(spec: PipelineSpec, conf: Mapping[str, Any], events: list[Event],
+                   extra: dict[str, Any]) -> list[str]:
+    from confluent_kafka import KafkaException
+
+    from zeek_pipeline.kafka.topics import STATUS_TOPIC_CONFIG, ensure_topics
+
+    topics = spec.kafka.topics
+    key = json.dumps([sorted(conf.get("bootstrap.servers", "").split(",")), topics.model_dump()], sort_keys=True)
+    if key in _topics_done:
+        return []
+    wanted = {topics.raw: spec.kafka.create_topics.partitions, topics.normalized: spec.kafka.create_topics.partitions,
+              topics.dlq: spec.kafka.create_topics.partitions, topics.status: 1}
+    try:
+        created = ensure_topics(conf, wanted, configs={topics.status: STATUS_TOPIC_CONFIG},
+                                replication_factor=spec.kafka.create_topics.replication_factor, timeout=10)
+    except (KafkaException, ApiError) as exc:
+        return [f"topic creation failed: {exc}"]
+    _topics_done.add(key)
+    if created:
+        events.append(Event("Normal", "TopicsCreated", f"created {', '.join(created)}"))
+        extra["topicsCreated"] = created
+    return []

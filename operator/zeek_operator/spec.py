@@ -1,0 +1,404 @@
+"""The ZeekPipeline spec as pydantic models: the single source of the CRD's schema and defaults.
+
+`crd.py` generates the CustomResourceDefinition's OpenAPI schema from these models, so the defaults the API
+server fills in and the defaults the operator assumes cannot drift apart. Field names are camelCase in the
+resource (aliases) and snake_case in Python. `parse_spec()` turns a validation failure into a `SpecError`
+whose problems name the resource field (`spec.writer.flush.intervalSeconds`), for the Degraded condition
+and the Kubernetes event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+
+# Kubernetes resource quantity (`500m`, `1`, `2Gi`): an int or a string, like core/v1 ResourceRequirements.
+# The pattern is controller-gen's for resource.Quantity; the API server checks it on strings only.
+QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+                    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+
+
+def _check_quantity(value: str | int) -> str | int:
+    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (like 250m, 1, 512Mi, 10Gi)")
+    return value
+
+
+Quantity = Annotated[
+    str | int,
+    AfterValidator(_check_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN,
+                    "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
+BOOTSTRAP_PATTERN = r"^[^\s,]+:[0-9]{1,5}$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"  # noqa: S105 (a key name pattern)
+# librdkafka passthrough keys that would carry a secret in the resource: those must come from a Secret.
+SECRET_LIBRDKAFKA_KEYS = ("password", "secret", "sasl.jaas.config", "ssl.key.pem", "ssl_key")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    """CRD `x-kubernetes-validations` (CEL) for a model, enforced by the API server on apply."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+# ----------------------------------------------------------------------------------------------- shared
+
+
+class Resources(SpecModel):
+    """CPU/memory requests and limits of a component's container (core/v1 ResourceRequirements)."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources, e.g. {cpu: 250m}.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources, e.g. {memory: 1Gi}.")
+
+
+def _resources(req_cpu: str, req_mem: str, lim_cpu: str, lim_mem: str) -> Any:
+    return Field(
+        default_factory=lambda: Resources(requests={"cpu": req_cpu, "memory": req_mem},
+                                          limits={"cpu": lim_cpu, "memory": lim_mem}),
+        description="Container resources; the default suits a small pipeline.",
+    )
+
+
+class Autoscaling(SpecModel):
+    """Scale on consumer-group lag between minReplicas and maxReplicas, never above the partition count."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")))
+
+    enabled: bool = Field(default=False,
+                          description="Turn lag-based autoscaling on (replicas is then the initial count).")
+    min_replicas: int = Field(default=1, ge=1, le=256, description="Never fewer replicas than this.")
+    max_replicas: int = Field(default=4, ge=1, le=256,
+                              description="Never more replicas than this (nor than partitions).")
+    target_lag_per_replica: int = Field(default=
+        10_000, ge=1, le=1_000_000_000, description="Messages of lag one replica is expected to absorb.")
+    cooldown_seconds: int = Field(default=
+        300, ge=0, le=86_400, description="Minimum time between two scaling changes of one component.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})")
+        return self
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Secret in the pipeline's namespace.")
+
+
+# ------------------------------------------------------------------------------------------------ image
+
+
+class ImageSpec(SpecModel):
+    """The one image of every service; the Deployment picks the subcommand."""
+
+    repository: str = Field(default="ghcr.io/zeek-pipeline/zeek-pipeline", min_length=1, max_length=512,
+                            pattern=r"^[^\s:@]+(:[0-9]+)?(/[^\s:@]+)*$", description="Image repository.")
+    tag: str = Field(default="", max_length=128, pattern=r"^([\w][\w.-]{0,127})?$",
+                     description="Image tag; empty means the operator's own version.")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(default="IfNotPresent",
+                                                                    description="imagePullPolicy.")
+    pull_secrets: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(
+        default_factory=list, description="Names of docker-registry Secrets for private registries.")
+
+
+# ------------------------------------------------------------------------------------------------ kafka
+
+
+class KafkaTopics(SpecModel):
+    raw: str = Field(default="zeek-raw", pattern=TOPIC_PATTERN, description="Topic Zeek writes to (normalizer input).")
+    normalized: str = Field(default="zeek-normalized", pattern=TOPIC_PATTERN,
+                            description="Normalized three-layer documents (normalizer output, writer input).")
+    dlq: str = Field(default="zeek-dlq", pattern=TOPIC_PATTERN, description="Rejected records with their reason.")
+    status: str = Field(default="zeek-pipeline-status", pattern=TOPIC_PATTERN,
+                        description="Compacted topic of per-instance status records (health service input).")
+
+
+class ConsumerGroups(SpecModel):
+    normalizer: str = Field(default="zeek-normalizer-enricher", min_length=1, max_length=249,
+                            description="Consumer group of the normalizer-enricher on the raw topic.")
+    writer: str = Field(default="zeek-parquet-writer", min_length=1, max_length=249,
+                        description="Consumer group of the parquet-writer on the normalized topic.")
+
+
+class SaslSpec(SpecModel):
+    """SASL credentials, read from a Secret into the pods' environment (never written to the ConfigMap)."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default=
+        "SCRAM-SHA-512", description="SASL mechanism.")
+    secret_ref: SecretKeyRef = Field(..., description="Secret holding the username and password.")
+    username_key: str = Field(default="username", pattern=SECRET_KEY_PATTERN, description="Key of the username.")
+    password_key: str = Field(default="password", pattern=SECRET_KEY_PATTERN, description="Key of the password.")
+
+
+class TlsSpec(SpecModel):
+    """TLS material from a Secret, mounted read-only into the pods."""
+
+    secret_ref: SecretKeyRef = Field(..., description="Secret holding the CA and, for mutual TLS, cert and key.")
+    ca_key: str = Field(default="ca.crt", pattern=SECRET_KEY_PATTERN, description="Key of the CA certificate (PEM).")
+    cert_key: str | None = Field(default=None, pattern=SECRET_KEY_PATTERN,
+                                 description="Key of the client certificate (PEM), for mutual TLS.")
+    key_key: str | None = Field(default=None, pattern=SECRET_KEY_PATTERN,
+                                description="Key of the client private key (PEM), for mutual TLS.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSpec:
+        if (self.cert_key is None) != (self.key_key is None):
+            raise ValueError("certKey and keyKey go together (mutual TLS needs both)")
+        return self
+
+
+class KafkaSecuritySpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("!self.protocol.startsWith('SASL_') || has(self.sasl)", "protocol SASL_* needs sasl"),
+        ("self.protocol.startsWith('SASL_') || !has(self.sasl)", "sasl needs protocol SASL_PLAINTEXT or SASL_SSL"),
+        ("self.protocol.endsWith('SSL') || !has(self.tls)", "tls needs protocol SSL or SASL_SSL"),
+    ))
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default=
+        "PLAINTEXT", description="security.protocol of every Kafka client.")
+    sasl: SaslSpec | None = Field(default=None, description="SASL credentials (protocol SASL_PLAINTEXT or SASL_SSL).")
+    tls: TlsSpec | None = Field(default=None, description="CA / client certificate (protocol SSL or SASL_SSL); "
+                                                  "without it the image's system CAs are used.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecuritySpec:
+        sasl_protocol = self.protocol.startswith("SASL_")
+        if sasl_protocol and self.sasl is None:
+            raise ValueError(f"protocol {self.protocol} needs sasl (mechanism and secretRef)")
+        if self.sasl is not None and not sasl_protocol:
+            raise ValueError(f"sasl is set but protocol is {self.protocol}; use SASL_PLAINTEXT or SASL_SSL")
+        if self.tls is not None and not self.protocol.endswith("SSL"):
+            raise ValueError(f"tls is set but protocol is {self.protocol}; use SSL or SASL_SSL")
+        return self
+
+
+class TopicCreation(SpecModel):
+    enabled: bool = Field(default=False, description="Create the four topics when they are missing.")
+    partitions: int = Field(default=6, ge=1, le=10_000, description="Partitions of created topics (caps the replicas).")
+    replication_factor: int = Field(default=1, ge=1, le=16, description="Replication factor of created topics.")
+
+
+class KafkaSpec(SpecModel):
+    bootstrap_servers: list[Annotated[str, Field(pattern=BOOTSTRAP_PATTERN)]] = Field(default=
+        ..., min_length=1, description="host:port of one or more brokers.")
+    topics: KafkaTopics = Field(default=KafkaTopics(), description="Topic names.")
+    consumer_groups: ConsumerGroups = Field(default=ConsumerGroups(), description="Consumer group ids.")
+    security: KafkaSecuritySpec = Field(default=KafkaSecuritySpec(), description="SASL and TLS.")
+    create_topics: TopicCreation = Field(default=TopicCreation(), description="Optional topic creation.")
+    librdkafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for every client (no secrets: use security.*.secretRef).")
+
+    @model_validator(mode="after")
+    def _no_inline_secrets(self) -> KafkaSpec:
+        bad = sorted(key for key in self.librdkafka if any(word in key.lower() for word in SECRET_LIBRDKAFKA_KEYS))
+        if bad:
+            raise ValueError(f"librdkafka must not carry secrets inline ({', '.join(bad)}); "
+                             "reference a Secret with security.sasl.secretRef or security.tls.secretRef")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- components
+
+
+class NormalizerSpec(SpecModel):
+    replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
+    resources: Resources = _resources("250m", "256Mi", "1", "1Gi")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(default=
+        "exactly_once", description="exactly_once uses Kafka transactions; at_least_once may duplicate on failure.")
+    batch_size: int = Field(default=2000, ge=1, le=100_000, description="Messages per consume/produce batch.")
+    autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
+
+
+class PvcStorage(SpecModel):
+    """Local Parquet on a PersistentVolumeClaim: an existing claim, or one the operator creates."""
+
+    claim_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253,
+                                   description="Use this existing claim (the operator creates none).")
+    size: Quantity = Field(default="10Gi", description="Size of the claim the operator creates (without claimName).")
+    storage_class_name: str | None = Field(default=None, max_length=253,
+                                           description="StorageClass of the created claim (default class if unset).")
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(default=
+        ["ReadWriteOnce"], min_length=1,
+        description="Access modes of the created claim; several writers on several nodes need ReadWriteMany.")
+    keep_on_delete: bool = Field(default=True,
+                                 description="Keep the created claim (the data) when the pipeline is deleted.")
+
+
+class S3Credentials(SpecModel):
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Secret with the S3 key pair.")
+    access_key_key: str = Field(default="AWS_ACCESS_KEY_ID", pattern=SECRET_KEY_PATTERN,
+                                description="Key of the access key.")
+    secret_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", pattern=SECRET_KEY_PATTERN,
+                                description="Key of the secret key.")
+
+
+class S3Storage(SpecModel):
+    bucket: str = Field(..., min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                        description="Bucket name.")
+    prefix: str = Field(default="zeek", max_length=512, pattern=r"^([^/\s][^\s]*)?$",
+                        description="Key prefix under the bucket (no leading slash).")
+    endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https?://[^\s/]+(/.*)?$",
+                                 description="S3-compatible endpoint URL (MinIO, SeaweedFS); unset means AWS.")
+    region: str = Field(default="us-east-1", min_length=1, max_length=64, description="Region.")
+    credentials_secret: S3Credentials | None = Field(default=
+        None, description="Secret with the key pair; unset means the pod's ambient credentials (IRSA, ...).")
+
+
+class StorageSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.type != 's3' || has(self.s3)", "storage type s3 needs s3.bucket"),
+    ))
+
+    type: Literal["pvc", "s3"] = Field(default="pvc", description="Where the parquet-writer writes: pvc or s3.")
+    pvc: PvcStorage = Field(default=PvcStorage(), description="Used when type is pvc.")
+    s3: S3Storage | None = Field(default=None, description="Used when type is s3.")
+
+    @model_validator(mode="after")
+    def _kind(self) -> StorageSpec:
+        if self.type == "s3" and self.s3 is None:
+            raise ValueError("storage type s3 needs s3 (bucket, and credentialsSecret unless the pod has ambient ones)")
+        return self
+
+
+class FlushSpec(SpecModel):
+    """When the writer closes a Parquet file: any one condition triggers; 0 disables a condition."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.bufferMB > 0.0 || self.intervalSeconds > 0.0 || self.eventCount > 0",
+         "at least one of bufferMB, intervalSeconds, eventCount must be > 0"),
+    ))
+
+    buffer_mb: float = Field(default=64, ge=0, le=65_536, alias="bufferMB",
+                             description="Flush at this buffered size (MB).")
+    interval_seconds: float = Field(default=60, ge=0, le=86_400, description="Flush at least this often (s).")
+    event_count: int = Field(default=0, ge=0, le=1_000_000_000, description="Flush after this many events.")
+    max_memory_mb: float = Field(default=512, gt=0, le=65_536, alias="maxMemoryMB",
+                                 description="Cap over all open buffers (MB); keep below the memory limit.")
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> FlushSpec:
+        if not (self.buffer_mb or self.interval_seconds or self.event_count):
+            raise ValueError("at least one of bufferMB, intervalSeconds, eventCount must be > 0")
+        return self
+
+
+class WriterSpec(SpecModel):
+    replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
+    resources: Resources = _resources("250m", "512Mi", "1", "1536Mi")
+    autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
+    storage: StorageSpec = Field(default=StorageSpec(), description="Where Parquet files go.")
+    flush: FlushSpec = Field(default=FlushSpec(), description="File flush conditions.")
+    compression: Literal["none", "snappy", "gzip", "lz4", "zstd"] = Field(default="zstd", description="Parquet codec.")
+    file_prefix: str = Field(default="events", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
+                             description="File name prefix.")
+    row_group_size: int = Field(default=131_072, ge=1024, le=100_000_000, description="Rows per Parquet row group.")
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="Messages per consume batch.")
+
+
+class HealthSpec(SpecModel):
+    enabled: bool = Field(default=True, description="Run the health dashboard and its Service.")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP",
+                                                                           description="Service type.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Service port of the dashboard.")
+    resources: Resources = _resources("50m", "128Mi", "500m", "256Mi")
+
+
+class ConfigMapRef(SpecModel):
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="ConfigMap in the pipeline's namespace.")
+    rules_key: str = Field(default="normalization.json", pattern=SECRET_KEY_PATTERN,
+                           description="Key holding normalization.json (JSON or YAML); absent means the default.")
+    schema_key: str = Field(default="schema.json", pattern=SECRET_KEY_PATTERN,
+                            description="Key holding schema.json (JSON or YAML); absent means the default.")
+
+
+_PRESERVE = WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+
+
+class NormalizationSpec(SpecModel):
+    """Overrides of config/normalization.json and config/schema.json: inline, or from a ConfigMap."""
+
+    rules: Annotated[dict[str, Any] | None, _PRESERVE] = Field(default=
+        None, description="Inline normalization.json (log type -> promote/static/enrich rule).")
+    schema_: Annotated[dict[str, Any] | None, _PRESERVE] = Field(default=
+        None, alias="schema", description="Inline schema.json (log type -> raw field types).")
+    config_map_ref: ConfigMapRef | None = Field(default=None, description="Read the files from this ConfigMap instead.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NormalizationSpec:
+        if self.config_map_ref is not None and (self.rules is not None or self.schema_ is not None):
+            raise ValueError("use either inline rules/schema or configMapRef, not both")
+        return self
+
+
+class LogSpec(SpecModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO",
+                                                                description="Log level of every service.")
+    format: Literal["text", "json"] = Field(default="json", description="json for log collectors, text for people.")
+
+
+class EnrichSpec(SpecModel):
+    local_networks: list[str] | None = Field(default=
+        None, max_length=1000, description="CIDRs that count as local (default: RFC 1918 and friends).")
+    community_id_seed: int = Field(default=0, ge=0, le=65535, description="Community ID seed.")
+
+
+class PipelineSpec(SpecModel):
+    """Everything a ZeekPipeline runs: Kafka, the three services, storage, rules."""
+
+    kafka: KafkaSpec = Field(..., description="The Kafka (or Redpanda) cluster and topics.")
+    image: ImageSpec = Field(default=ImageSpec(), description="Container image of the services.")
+    normalizer: NormalizerSpec = Field(default=NormalizerSpec(), description="The normalizer-enricher.")
+    writer: WriterSpec = Field(default=WriterSpec(), description="The parquet-writer.")
+    health: HealthSpec = Field(default=HealthSpec(), description="The health dashboard.")
+    normalization: NormalizationSpec = Field(default_factory=NormalizationSpec,
+                                             description="normalization.json / schema.json overrides.")
+    log: LogSpec = Field(default=LogSpec(), description="Logging of the services.")
+    enrich: EnrichSpec = Field(default=EnrichSpec(), description="Enrichment settings.")
+
+
+# ------------------------------------------------------------------------------------------------ parse
+
+
+class SpecError(ValueError):
+    """An invalid spec: `problems` are `(field path, message)`, the path as written in the resource."""
+
+    def __init__(self, problems: list[tuple[str, str]], reason: str = "InvalidSpec") -> None:
+        self.problems = problems
+        self.reason = reason
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+
+    @property
+    def field(self) -> str:
+        return self.problems[0][0] if self.problems else "spec"
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = "spec"
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
+    """Validate a resource's spec (as the API server stored it); raise SpecError naming each bad field."""
+    try:
+        return PipelineSpec.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors():
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append((_path(tuple(item["loc"])), message))
+        raise SpecError(problems) from None
