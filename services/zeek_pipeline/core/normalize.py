@@ -23,8 +23,9 @@ _MAX_PLANS = 5_000
 class TypePlan:
     """Everything the hot path needs about one log type, precomputed."""
 
-    __slots__ = ("default_protocol", "enrich_network", "enrich_time", "key_fields", "log_type", "promotions",
-                 "service", "service_field", "static", "time_checks", "zeek_locality")
+    __slots__ = ("default_protocol", "enrich_network", "enrich_time", "ip_promotions", "key_fields", "log_type",
+                 "plain_promotions", "port_promotions", "service", "service_field", "static", "time_checks",
+                 "time_promotions", "zeek_locality")
 
     def __init__(self, log_type: str, rule: LogTypeRule, time_fields: Collection[str]) -> None:
         self.log_type = log_type
@@ -39,8 +40,13 @@ class TypePlan:
             else:
                 kind = PLAIN
             promotions.append((raw, target, kind))
-        self.promotions = tuple(promotions)
-        promoted_times = {raw for raw, _, kind in promotions if kind == TIME}
+        # Grouped by kind so the per-record loops carry no type dispatch; the normalized layer lists times,
+        # addresses, ports, then the other promotions, each group in file order.
+        self.time_promotions = tuple((raw, target) for raw, target, kind in promotions if kind == TIME)
+        self.ip_promotions = tuple((raw, target) for raw, target, kind in promotions if kind == IP)
+        self.port_promotions = tuple((raw, target) for raw, target, kind in promotions if kind == PORT)
+        self.plain_promotions = tuple((raw, target) for raw, target, kind in promotions if kind == PLAIN)
+        promoted_times = {raw for raw, _ in self.time_promotions}
         # Zeek time fields that are not promoted are still validated; `ts` always is.
         self.time_checks = tuple(sorted(({"ts"} | set(time_fields)) - promoted_times))
         self.static: dict[str, Any] = {
@@ -78,28 +84,32 @@ class Normalizer:
     def normalize(self, plan: TypePlan, record: dict[str, Any], write_ts: Any,
                   ingest_ms: int) -> tuple[dict[str, Any], int | None] | Rejected:
         """(normalized layer, event time in ms or None), or Rejected(invalid_time)."""
+        get = record.get
         normalized: dict[str, Any] = {}
         event_ms: int | None = None
-        for raw, target, kind in plan.promotions:
-            value = record.get(raw)
-            if value is None:
-                continue
-            if kind == TIME:
+        for raw, target in plan.time_promotions:
+            value = get(raw)
+            if value is not None:
                 us = to_us(value)
                 if us is None:
                     return _bad_time(raw, value)
-                value = us // 1000
+                normalized[target] = ms = us // 1000
                 if target == "event_time":
-                    event_ms = value
-            elif kind == IP:
-                if type(value) is not str or not value:
-                    continue
-            elif kind == PORT:
-                if type(value) is not int or not 0 <= value <= 65535:
-                    continue
-            normalized[target] = value
+                    event_ms = ms
+        for raw, target in plan.ip_promotions:
+            value = get(raw)
+            if type(value) is str and value:
+                normalized[target] = value
+        for raw, target in plan.port_promotions:
+            value = get(raw)
+            if type(value) is int and 0 <= value <= 65535:
+                normalized[target] = value
+        for raw, target in plan.plain_promotions:
+            value = get(raw)
+            if value is not None:
+                normalized[target] = value
         for name in plan.time_checks:
-            value = record.get(name)
+            value = get(name)
             if value is not None and to_us(value) is None:
                 return _bad_time(name, value)
         normalized["ingest_time"] = ingest_ms
