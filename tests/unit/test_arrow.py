@@ -237,31 +237,65 @@ def test_vectors_of_times_convert_element_wise_in_both_forms() -> None:
 # fallback and rejects
 
 
-def test_mixed_iso_and_epoch_batch_converts_through_the_fallback() -> None:
+def test_mixed_iso_and_epoch_batch_is_converted_per_form_in_input_order() -> None:
     epoch = {**CONN_ISO, "ts": 1521911720.865717, "uid": "C2"}
-    result = convert("conn", [document("conn", CONN_ISO), document("conn", epoch), document("conn", CONN_ISO)])
-    assert not result.fast_path and not result.rejects
+    values = [document("conn", CONN_ISO), document("conn", epoch), document("conn", CONN_ISO),
+              document("conn", {"uid": "C-no-time"})]
+    result = convert("conn", values)
+    assert result.path == "grouped" and not result.rejects and result.kept is None
+    assert [None if v is None else us_of(v) for v in result.table.column("event_time").to_pylist()] == \
+        [1521911720865716, 1521911720865717, 1521911720865716, None]
+    assert result.table.column("flow_id").to_pylist() == ["CqKst53mF3det3eDV9", "C2", "CqKst53mF3det3eDV9",
+                                                          "C-no-time"]
+    assert result.table.column("_kafka_offset").to_pylist() == [100, 101, 102, 103]
+
+
+def test_mixed_batch_rejects_keep_their_input_index() -> None:
+    values = [document("conn", {**CONN_ISO, "ts": 1521911720.5}), document("conn", CONN_ISO),
+              document("conn", {**CONN_ISO, "ts": 1521911721.5, "orig_bytes": -1}),
+              document("conn", {**CONN_ISO, "ts": 1521911722.5, "uid": "C3"})]
+    result = convert("conn", values)
+    assert result.path == "grouped"
+    assert [(r.index, r.reason) for r in result.rejects] == [(2, REJECT_UNTYPABLE_VALUE)]
+    assert result.kept == (0, 1, 3)
+    assert result.table.column("_kafka_offset").to_pylist() == [100, 101, 103]
     assert [us_of(v) for v in result.table.column("event_time").to_pylist()] == \
-        [1521911720865716, 1521911720865717, 1521911720865716]
+        [1521911720500000, 1521911720865716, 1521911722500000]
 
 
-def test_fallback_gives_the_same_rows_as_the_fast_path() -> None:
+def test_documents_mixing_both_forms_inside_themselves_convert_exactly() -> None:
+    mixed = {"ts": "2018-03-24T17:15:20.624556Z", "certificate.not_valid_before": 1315656902.000001}
+    uniform = {"ts": 1521911720.5, "certificate.not_valid_before": 1315656902.25}
+    alone = convert("x509", [document("x509", mixed)])
+    assert alone.path == "fast"  # forms are peeked per field
+    together = convert("x509", [document("x509", mixed), document("x509", uniform)])
+    assert together.path == "grouped" and not together.rejects
+    for result in (alone, together):
+        row = result.table.to_pylist()[0]
+        assert us_of(row["event_time"]) == 1521911720624556
+        assert us_of(row["certificate.not_valid_before"]) == 1315656902000001
+    assert us_of(together.table.column("certificate.not_valid_before")[1].as_py()) == 1315656902250000
+
+
+def test_grouped_and_per_document_paths_give_the_same_rows_as_the_fast_path() -> None:
     rows = [CONN_ISO, {**CONN_ISO, "orig_bytes": 2**64 - 1, "x_unknown": {"k": 1}},
             {**CONN_ISO, "tunnel_parents": ["a"], "service": None}]
     values = [document("conn", raw, write_ts_ms=5, enriched={"event_year": 2018, "direction": "internal"})
               for raw in rows]
     fast = convert("conn", values)
-    mixed = convert("conn", [*values, document("conn", {**CONN_ISO, "ts": 1521911720.865716})])
-    assert fast.fast_path and not mixed.fast_path
-    assert mixed.table.slice(0, 3).equals(fast.table)
-    assert mixed.table.schema.equals(fast.table.schema, check_metadata=True)
+    grouped = convert("conn", [*values, document("conn", {**CONN_ISO, "ts": 1521911720.865716})])
+    per_document = convert("conn", [*values, document("conn", {**CONN_ISO, "orig_bytes": "7"})])
+    assert (fast.path, grouped.path, per_document.path) == ("fast", "grouped", "per_document")
+    for other in (grouped, per_document):
+        assert other.table.slice(0, 3).equals(fast.table)
+        assert other.table.schema.equals(fast.table.schema, check_metadata=True)
 
 
 def test_coercible_wrong_types_are_converted_losslessly() -> None:
     raw = {**CONN_ISO, "orig_bytes": "12", "history": 42, "local_orig": "T", "duration": "1.5",
            "id.orig_p": "8080", "tunnel_parents": "Cparent"}
     result = convert("conn", [document("conn", raw, normalized={"src_port": 8080})])
-    assert not result.fast_path and not result.rejects
+    assert result.path == "per_document" and not result.rejects
     row = result.table.to_pylist()[0]
     assert (row["src_bytes"], row["history"], row["local_orig"], row["duration"], row["src_port"]) == \
         (12, "42", True, 1.5, 8080)
@@ -347,8 +381,8 @@ json_values = json_scalars | st.lists(json_scalars, max_size=3) | st.dictionarie
                                                  "local_orig", "tunnel_parents", "vlan", "zz"]),
                                 json_values, max_size=6), min_size=1, max_size=6))
 def test_any_raw_values_either_convert_or_are_rejected_never_raise(raws: list[dict[str, Any]]) -> None:
-    values = [orjson.dumps({"log_type": "conn", "raw": raw, "normalized": {}, "enriched": {}}) if _orjson_ok(raw) else b"{}"
-              for raw in raws]
+    values = [orjson.dumps({"log_type": "conn", "raw": raw, "normalized": {}, "enriched": {}})
+              if _orjson_ok(raw) else b"{}" for raw in raws]
     result = convert("conn", values)
     kept = result.kept if result.kept is not None else tuple(range(len(values)))
     assert result.table.num_rows == len(kept)

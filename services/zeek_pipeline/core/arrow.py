@@ -7,8 +7,10 @@ fields. Raw time fields arrive as ISO 8601 strings or epoch seconds: the first a
 the batch decide which one the reader expects (ISO is parsed by the reader itself; epoch seconds are
 read as float64 and turned into exact microseconds by round(x * 1e6), exact for Zeek's 6 decimals).
 
-A batch the reader cannot take in one go (ISO and epoch mixed, a string where a count is expected, a
-value out of range, an invalid document) goes through the fallback: each document is checked and
+A batch mixing ISO and epoch documents (two sensors feeding one topic) is split by time form and each
+group read on the fast path, rows put back in input order. A batch the reader still cannot take (a
+string where a count is expected, a value out of range, an invalid document, one document mixing both
+forms) goes through the per-document fallback: each document is checked and
 coerced in Python (lossless coercions only: "42" -> 42 for a count, 42 -> "42" for a string, ISO or
 epoch -> microseconds), re-serialised, and read again by the same vectorised builder. A document that
 cannot be typed at all is not dropped silently: `convert_documents()` returns it as a `RowReject`
@@ -55,6 +57,7 @@ REJECT_LOG_TYPE_MISMATCH = "log_type_mismatch"
 REJECT_UNTYPABLE_VALUE = "untypable_value"
 
 TimeForm = Literal["iso", "epoch", "us"]  # ISO 8601 text, epoch seconds, epoch microseconds (fallback)
+ConversionPath = Literal["fast", "grouped", "per_document"]
 
 _MIN_BLOCK_SIZE = 1 << 22
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -85,8 +88,14 @@ class Conversion:
 
     table: pa.Table
     rejects: tuple[RowReject, ...] = ()
-    fast_path: bool = True  # False when the per-document fallback ran
+    # "fast": one vectorised read of the whole batch; "grouped": one per time form (ISO/epoch mixed);
+    # "per_document": documents checked and coerced one by one first
+    path: ConversionPath = "fast"
     kept: tuple[int, ...] | None = None  # indexes of `values` in the table; None means all of them
+
+    @property
+    def fast_path(self) -> bool:
+        return self.path == "fast"
 
 
 class ConversionError(ValueError):
@@ -325,10 +334,11 @@ def _peek_forms(plan: _Plan, values: Sequence[bytes]) -> dict[str, TimeForm] | N
 
 
 def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
-          offsets: Sequence[int]) -> pa.Table | None:
-    forms = _peek_forms(plan, values)
+          offsets: Sequence[int], forms: dict[str, TimeForm] | None = None) -> pa.Table | None:
     if forms is None:
-        return None
+        forms = _peek_forms(plan, values)
+        if forms is None:
+            return None
     buffer = b"\n".join(values)
     if buffer.count(b"\n") != len(values) - 1:  # a document with a raw newline: frame it per row
         return None
@@ -345,6 +355,78 @@ def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Seque
         return _build(plan, table, forms, extra, partitions, offsets)
     except (pa.ArrowException, orjson.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixed time forms: one vectorised read per form
+
+
+_TS_KEY = b'"ts":'
+_EPOCH_START = frozenset(b"-0123456789")
+
+
+def _form_key(document: bytes, time_fields: Sequence[str]) -> str | None:
+    """"iso" or "epoch" when every time field of the document has that form; None without time values;
+    "mixed" (both in one document) or "bad" (not readable) send the document to the per-document path.
+
+    The common case is decided from the bytes after the first `"ts":` key (orjson writes no spaces, and
+    the sequence cannot occur inside a JSON string, where quotes are escaped). A wrong guess only costs
+    speed: each group is still read with type checks and falls back per document when it fails."""
+    at = document.find(_TS_KEY)
+    if at >= 0:
+        follows = document[at + 5:at + 6]
+        if follows == b'"':
+            return "iso"
+        if follows and follows[0] in _EPOCH_START:
+            return "epoch"
+    forms = _forms_of(document, time_fields)
+    if forms is None:
+        return "bad"
+    distinct = set(forms.values())
+    if len(distinct) > 1:
+        return "mixed"
+    return distinct.pop() if distinct else None
+
+
+def _grouped(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
+             offsets: Sequence[int]) -> Conversion | None:
+    """A batch mixing ISO and epoch times (two sensors on one topic): split it by form, convert each
+    group on the fast path (the per-document path only for a group that still fails), and put the rows
+    back in input order. None when the batch is not mixed, so grouping would not help."""
+    keys = [_form_key(value, plan.time_fields) for value in values]
+    groups: dict[str | None, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    timeless = groups.pop(None, [])
+    if len(groups) < 2:
+        return None
+    largest = max(groups, key=lambda key: len(groups[key]))
+    groups[largest] = sorted([*groups[largest], *timeless])  # no time values: fits any form
+    original: list[int] = []
+    rejects: list[RowReject] = []
+    tables: list[pa.Table] = []
+    for key, indexes in groups.items():
+        part_values = [values[i] for i in indexes]
+        part_partitions = [partitions[i] for i in indexes]
+        part_offsets = [offsets[i] for i in indexes]
+        table = None
+        if key in ("iso", "epoch"):
+            forms: dict[str, TimeForm] = dict.fromkeys(plan.time_fields, "iso" if key == "iso" else "epoch")
+            table = _fast(plan, log_type, part_values, part_partitions, part_offsets, forms)
+        if table is not None:
+            tables.append(table)
+            original.extend(indexes)
+            continue
+        conversion = _fallback(plan, log_type, part_values, part_partitions, part_offsets)
+        tables.append(conversion.table)
+        kept = conversion.kept if conversion.kept is not None else range(len(indexes))
+        original.extend(indexes[k] for k in kept)
+        rejects.extend(RowReject(indexes[r.index], r.reason, r.detail) for r in conversion.rejects)
+    combined = pa.concat_tables(tables).take(pc.sort_indices(pa.array(original, type=pa.int64())))
+    rejects.sort(key=lambda reject: reject.index)
+    kept_all = sorted(original)
+    return Conversion(combined, tuple(rejects), "grouped",
+                      None if len(kept_all) == len(values) else tuple(kept_all))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -522,7 +604,7 @@ def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: S
             continue
         kept.append(index)
     if not documents:
-        return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), False, ())
+        return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), "per_document", ())
     try:
         table = _read_canonical(plan, documents)
     except pa.ArrowException:
@@ -540,12 +622,12 @@ def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: S
         rejects.sort(key=lambda reject: reject.index)
         kept, documents = good, good_documents
         if not documents:
-            return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), False, ())
+            return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), "per_document", ())
         table = _read_canonical(plan, documents)
     forms: dict[str, TimeForm] = dict.fromkeys(plan.time_fields, "us")
     extra = table.column(EXTRA_COLUMN).combine_chunks()
     built = _build(plan, table, forms, extra, [partitions[i] for i in kept], [offsets[i] for i in kept])
-    return Conversion(built, tuple(rejects), False, None if len(kept) == len(values) else tuple(kept))
+    return Conversion(built, tuple(rejects), "per_document", None if len(kept) == len(values) else tuple(kept))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -575,6 +657,10 @@ def convert_documents(
     table = _fast(plan, log_type, values, partitions, offsets)
     if table is not None:
         return Conversion(table)
+    if plan.time_fields:
+        grouped = _grouped(plan, log_type, values, partitions, offsets)
+        if grouped is not None:
+            return grouped
     return _fallback(plan, log_type, values, partitions, offsets)
 
 
