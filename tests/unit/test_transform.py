@@ -13,7 +13,7 @@ import pytest
 from tests.infra.zeek_data import PROJECT_ROOT, SAMPLE_ZEEK
 from zeek_pipeline.core.decode import INVALID_JSON, INVALID_TIME, MISSING_PATH, TOO_LARGE
 from zeek_pipeline.core.rules import ConfigError
-from zeek_pipeline.core.transform import Accepted, Rejected, Transformer
+from zeek_pipeline.core.transform import Accepted, Rejected, Transformer, load_time_fields
 
 CONFIG = PROJECT_ROOT / "config"
 
@@ -139,3 +139,19 @@ def test_from_config_dir_reads_enrich_and_defaults(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"enrich": {"local_networks": ["nope"]}}')
     with pytest.raises(ConfigError, match=r"(?s)config.json.*enrich.local_networks.*'nope'"):
         Transformer.from_config_dir(tmp_path)
+
+
+def test_time_fields_come_from_schema_json(tmp_path: Path) -> None:
+    schema = {"$schema_version": "1", "$all_logs": {"fields": {"_sensor_ts": "time"}},
+              "$unknown_log": {"fields": {"ts": "time", "started": "time"}},
+              "x509": {"fields": {"ts": "time", "certificate.not_valid_after": "time", "fingerprint": "string"}}}
+    (tmp_path / "schema.json").write_bytes(orjson.dumps(schema))
+    assert load_time_fields(tmp_path / "schema.json") == {
+        "x509": ["ts", "certificate.not_valid_after", "_sensor_ts"], "$unknown_log": ["ts", "started", "_sensor_ts"]}
+    assert load_time_fields(tmp_path / "absent.json") == {}
+    (tmp_path / "normalization.json").write_bytes((CONFIG / "normalization.json").read_bytes())
+    transformer = Transformer.from_config_dir(tmp_path)
+    unknown = transformer.transform(b'{"brand_new": {"ts": 1.0, "started": "later"}}')
+    assert isinstance(unknown, Rejected) and unknown.reason == INVALID_TIME and "started" in unknown.detail
+    sensor = transformer.transform(b'{"x509": {"ts": 1.0, "_sensor_ts": "x"}}')
+    assert isinstance(sensor, Rejected) and sensor.reason == INVALID_TIME

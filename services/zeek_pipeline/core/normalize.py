@@ -17,6 +17,7 @@ from zeek_pipeline.core.rules import LogTypeRule, NormalizationRules
 from zeek_pipeline.core.timefmt import to_us
 
 PLAIN, TIME, IP, PORT = 0, 1, 2, 3
+UNKNOWN_LOG = "$unknown_log"  # time_fields key for log types without their own entry
 _MAX_PLANS = 5_000
 
 
@@ -75,7 +76,10 @@ class Normalizer:
     def plan(self, log_type: str) -> TypePlan:
         plan = self._plans.get(log_type)
         if plan is None:
-            plan = TypePlan(log_type, self._rules.rule_for(log_type), self._time_fields.get(log_type, ()))
+            times = self._time_fields.get(log_type)
+            if times is None:
+                times = self._time_fields.get(UNKNOWN_LOG, frozenset())
+            plan = TypePlan(log_type, self._rules.rule_for(log_type), times)
             if len(self._plans) >= _MAX_PLANS:  # unknown types are unbounded in theory
                 self._plans.clear()
             self._plans[log_type] = plan

@@ -19,7 +19,7 @@ import orjson
 
 from zeek_pipeline.core.decode import INTERNAL_ERROR, INVALID_JSON, Rejected, check_log_type, decode
 from zeek_pipeline.core.enrich import Enricher
-from zeek_pipeline.core.normalize import Normalizer
+from zeek_pipeline.core.normalize import UNKNOWN_LOG, Normalizer
 from zeek_pipeline.core.rules import ConfigError, EnrichSettings, NormalizationRules, load_rules, parse_enrich
 
 __all__ = ["Accepted", "Rejected", "Transformer", "load_time_fields"]
@@ -138,8 +138,9 @@ def _load_enrich(path: Path) -> EnrichSettings:
 def load_time_fields(path: Path | str) -> dict[str, list[str]]:
     """log type -> its fields of Zeek type `time`, read from schema.json ({} when the file is absent).
 
-    Only the shape fixed by the contract is read ({"<type>": {"fields": {"<name>": "<zeek type>"}}});
-    validating the rest of the file is core/schema.py's job.
+    Only the shape fixed by the contract is read ({"<type>": {"fields": {"<name>": "<zeek type>"}}}, plus
+    `$all_logs` fields for every type and `$unknown_log` for types it does not list); validating the rest
+    of the file is core/schema.py's job.
     """
     file = Path(path)
     try:
@@ -148,12 +149,14 @@ def load_time_fields(path: Path | str) -> dict[str, list[str]]:
         return {}
     except orjson.JSONDecodeError as exc:
         raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
-    result: dict[str, list[str]] = {}
-    if isinstance(data, dict):
-        for log_type, spec in data.items():
-            fields = spec.get("fields") if isinstance(spec, dict) else None
-            if isinstance(fields, dict):
-                names = [name for name, zeek_type in fields.items() if zeek_type == "time"]
-                if names:
-                    result[log_type] = names
-    return result
+    if not isinstance(data, dict):
+        return {}
+
+    def times(spec: Any) -> list[str]:
+        fields = spec.get("fields") if isinstance(spec, dict) else None
+        return [name for name, zeek_type in fields.items() if zeek_type == "time"] if isinstance(fields, dict) else []
+
+    common = times(data.get("$all_logs"))  # fields any log type may carry
+    result = {log_type: times(spec) + common for log_type, spec in data.items() if not log_type.startswith("$")}
+    result[UNKNOWN_LOG] = times(data.get(UNKNOWN_LOG)) + common  # used for log types schema.json lacks
+    return {log_type: names for log_type, names in result.items() if names}
