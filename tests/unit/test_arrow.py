@@ -389,6 +389,15 @@ def test_any_raw_values_either_convert_or_are_rejected_never_raise(raws: list[di
     assert sorted([*kept, *(r.index for r in result.rejects)]) == list(range(len(values)))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=60) | st.sampled_from([b"{}", b"null", b'{"log_type":"conn"}',
+                                                          b'{"log_type":"conn","raw":{}}']), min_size=1, max_size=5))
+def test_arbitrary_bytes_are_rejected_or_converted_never_raise(values: list[bytes]) -> None:
+    result = convert("conn", values)
+    kept = result.kept if result.kept is not None else tuple(range(len(values)))
+    assert sorted([*kept, *(r.index for r in result.rejects)]) == list(range(len(values)))
+
+
 def _orjson_ok(raw: dict[str, Any]) -> bool:
     try:
         orjson.dumps(raw)

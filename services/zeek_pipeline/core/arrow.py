@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,21 +130,24 @@ class _Plan:
 
 _PLANS: OrderedDict[tuple[str, int, int], tuple[_Plan, ZeekSchema, NormalizationRules]] = OrderedDict()
 _PLAN_CACHE_SIZE = 256
+_PLANS_LOCK = threading.Lock()  # the writer may convert in several threads
 
 
 def _plan(log_type: str, schema: ZeekSchema, rules: NormalizationRules) -> _Plan:
     # keyed by identity; the entry keeps schema and rules alive so an id is never reused while cached
     key = (log_type, id(schema), id(rules))
-    hit = _PLANS.get(key)
-    if hit is not None:
-        _PLANS.move_to_end(key)
-        return hit[0]
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+        if hit is not None:
+            _PLANS.move_to_end(key)
+            return hit[0]
     layout = table_layout(log_type, schema, rules)
     time_fields = tuple(name for name, zt in layout.raw_fields.items() if zt.is_time)
     plan = _Plan(layout, time_fields)
-    _PLANS[key] = (plan, schema, rules)
-    if len(_PLANS) > _PLAN_CACHE_SIZE:
-        _PLANS.popitem(last=False)
+    with _PLANS_LOCK:
+        _PLANS[key] = (plan, schema, rules)
+        if len(_PLANS) > _PLAN_CACHE_SIZE:
+            _PLANS.popitem(last=False)
     return plan
 
 
