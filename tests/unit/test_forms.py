@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tests.infra.zeek_data import SAMPLE_ZEEK
-from zeek_pipeline.core.forms import FormError, convert, split, to_flat, to_tagged
+from zeek_pipeline.core.forms import FormError, convert, convert_body, split, to_flat, to_tagged
 from zeek_pipeline.core.timefmt import to_us
 
 
@@ -59,3 +59,15 @@ def test_not_one_record_is_an_error(message: dict[str, object]) -> None:
 def test_unknown_form_is_an_error() -> None:
     with pytest.raises(FormError):
         convert(first("dns"), "xml")  # type: ignore[arg-type]
+
+
+def test_convert_body_works_on_lines() -> None:
+    with gzip.open(SAMPLE_ZEEK / "dns.json.gz", "rb") as handle:
+        line = handle.readline().rstrip(b"\n")
+    assert convert_body(line, "as-is") is line
+    tagged = orjson.loads(convert_body(line, "tagged"))
+    assert tagged == to_tagged(orjson.loads(line))
+    assert orjson.loads(convert_body(orjson.dumps(tagged), "flat"))["_path"] == "dns"
+    for bad in (b"{", b"[1]", b"{}"):
+        with pytest.raises(FormError):
+            convert_body(bad, "tagged")

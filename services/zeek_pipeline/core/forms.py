@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Literal
 
+import orjson
+
 from zeek_pipeline.core.timefmt import iso_to_us, us_to_epoch
 
 Form = Literal["tagged", "flat", "as-is"]
@@ -88,3 +90,18 @@ def convert(message: dict[str, Any], form: Form, time_fields: Collection[str] | 
     if form == "as-is":
         return message
     raise FormError(f"unknown form {form!r} (allowed: {', '.join(FORMS)})")
+
+
+def convert_body(body: bytes, form: Form, time_fields: Collection[str] | None = None) -> bytes:
+    """One NDJSON line / message body in the requested form ("as-is" returns it untouched, unparsed).
+
+    Raises FormError when the body is not one Zeek record (not JSON, not an object, no log type)."""
+    if form == "as-is":
+        return body
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FormError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise FormError("not a JSON object")
+    return orjson.dumps(convert(message, form, time_fields))
