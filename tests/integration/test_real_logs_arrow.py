@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -80,7 +81,13 @@ def _json_inputs(path: Path) -> Iterator[tuple[bytes, Input]]:
         record = orjson.loads(line)
         record.pop("_path")
         write_ts = record.pop("_write_ts", None)
-        yield line, Input(record, {}, write_ts)
+        time_text = {}  # epoch times: the number exactly as written in the file
+        for name, value in record.items():
+            if isinstance(value, float):
+                match = re.search(rb'"' + re.escape(name.encode()) + rb'":\s*(-?[0-9][0-9.eE+-]*)', line)
+                if match:
+                    time_text[name] = match.group(1).decode()
+        yield line, Input(record, time_text, write_ts)
 
 
 def _tsv_inputs(path: Path) -> Iterator[tuple[TsvRecord, Input]]:
