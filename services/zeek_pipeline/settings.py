@@ -15,7 +15,8 @@ import os
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -221,7 +222,19 @@ def _is_list(annotation: Any) -> bool:
     return any(get_origin(arg) is list for arg in get_args(annotation))
 
 
+def _is_text(annotation: Any) -> bool:
+    """str / SecretStr fields (optionally None): a password like 123456, true or null is the text itself."""
+    if annotation in (str, SecretStr):
+        return True
+    if get_origin(annotation) not in (Union, UnionType):
+        return False
+    args = get_args(annotation)
+    return any(arg in (str, SecretStr) for arg in args) and all(arg in (str, SecretStr, type(None)) for arg in args)
+
+
 def _parse_env_value(raw: str, annotation: Any) -> Any:
+    if _is_text(annotation):
+        return raw
     if _is_list(annotation) and not raw.lstrip().startswith("["):
         return [part.strip() for part in raw.split(",") if part.strip()]
     try:
