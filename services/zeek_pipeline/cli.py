@@ -10,6 +10,8 @@ from collections.abc import Sequence
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args) -> int`,
 # and is imported only when its subcommand runs, so `normalize` never pays for FastAPI or kopf.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "normalize": ("zeek_pipeline.commands.normalize", "Zeek logs (NDJSON or TSV) -> three-layer documents, offline"),
+    "validate-config": ("zeek_pipeline.commands.validate_config", "check config.json, normalization.json, schema.json"),
     "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the service: zeek-raw -> zeek-normalized, exactly-once"),
     "publish": ("zeek_pipeline.commands.publish", "send Zeek logs (NDJSON or TSV) to a Kafka topic, as a sensor would"),
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
