@@ -126,6 +126,7 @@ class _Plan:
     time_fields: tuple[str, ...]
     read_schemas: dict[tuple[tuple[str, TimeForm], ...], pa.Schema] = field(default_factory=dict)
     canonical_schema: pa.Schema | None = None
+    coercers: _Coercers | None = None
 
 
 _PLANS: OrderedDict[tuple[str, int, int], tuple[_Plan, ZeekSchema, NormalizationRules]] = OrderedDict()
@@ -508,24 +509,77 @@ _SCALAR_COERCE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _coerce_raw(value: Any, zeek_type: ZeekType) -> Any:
-    coerce = _SCALAR_COERCE[zeek_type.scalar]
+Coercer = Callable[[Any], Any]
+
+
+def _scalar_coercer(coerce: Coercer, exact: type, bounds: tuple[int, int] | None = None) -> Coercer:
+    """`coerce` behind a shortcut for values already of the exact JSON type (most of them)."""
+    if bounds is not None:
+        low, high = bounds
+
+        def bounded(value: Any) -> Any:
+            return value if type(value) is int and low <= value <= high else coerce(value)
+        return bounded
+
+    def shortcut(value: Any) -> Any:
+        return value if type(value) is exact else coerce(value)
+    return shortcut
+
+
+def _raw_coercer(zeek_type: ZeekType) -> Coercer:
+    """The per-document coercion of one raw field (lossless only; ValueError when impossible)."""
+    scalar = zeek_type.scalar
+    coerce = _SCALAR_COERCE[scalar]
+    if scalar in ("count", "int", "port"):
+        bounds = {"count": _INT_RANGES[pa.uint64()], "int": _INT64, "port": _INT_RANGES[pa.uint16()]}[scalar]
+        coerce = _scalar_coercer(coerce, int, bounds)
+    elif scalar in ("interval", "double"):
+        coerce = _scalar_coercer(coerce, float)  # JSON has no NaN/inf: a float is always finite
+    elif scalar == "bool":
+        coerce = _scalar_coercer(coerce, bool)
+    elif scalar != "time":
+        coerce = _scalar_coercer(coerce, str)
     if zeek_type.container is None:
-        if isinstance(value, list | dict):
-            raise ValueError("a container where a single value is expected")
-        return coerce(value)
-    items = value if isinstance(value, list) else [value]  # a lone member becomes a one-member set
-    return [None if item is None else coerce(item) for item in items]
+        def single(value: Any) -> Any:
+            if isinstance(value, list | dict):
+                raise ValueError("a container where a single value is expected")
+            return coerce(value)
+        return single
+
+    def members(value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]  # a lone member becomes a one-member set
+        return [None if item is None else coerce(item) for item in items]
+    return members
 
 
-def _coerce_arrow(value: Any, arrow: pa.DataType) -> Any:
+def _arrow_coercer(arrow: pa.DataType) -> Coercer:
+    """The per-document coercion of a normalized/enriched value to its column's Arrow type."""
     if pa.types.is_integer(arrow):
-        return _to_int(value, _INT_RANGES[arrow])
+        bounds = _INT_RANGES[arrow]
+        return _scalar_coercer(lambda value: _to_int(value, bounds), int, bounds)
     if pa.types.is_floating(arrow):
-        return _to_float(value)
+        return _scalar_coercer(_to_float, float)
     if pa.types.is_boolean(arrow):
-        return _to_bool(value)
-    return _to_str(value)
+        return _scalar_coercer(_to_bool, bool)
+    return _scalar_coercer(_to_str, str)
+
+
+@dataclass(frozen=True, slots=True)
+class _Coercers:
+    raw: dict[str, tuple[Coercer, ZeekType]]
+    normalized: tuple[tuple[str, Coercer, pa.DataType], ...]
+    enriched: tuple[tuple[str, Coercer, pa.DataType], ...]
+
+
+def _coercers(plan: _Plan) -> _Coercers:
+    if plan.coercers is None:
+        layout = plan.layout
+        plan.coercers = _Coercers(
+            raw={name: (_raw_coercer(zt), zt) for name, zt in layout.raw_fields.items()},
+            normalized=tuple((key, _arrow_coercer(arrow), arrow) for key, arrow in layout.normalized_reads.items()),
+            enriched=tuple((key, _arrow_coercer(arrow), arrow) for key, arrow in ENRICHED_COLUMNS),
+        )
+    return plan.coercers
 
 
 def _shown(value: Any) -> str:
@@ -550,37 +604,34 @@ def _canonical(plan: _Plan, log_type: str, value: bytes) -> dict[str, Any]:
             raise _Untypable(REJECT_INVALID_DOCUMENT, f"{name} is not a JSON object but {_shown(layer)}")
         layers.append(layer)
     raw, normalized, enriched = layers
-    known = plan.layout.raw_fields
+    coercers = _coercers(plan)
+    known = coercers.raw
     typed_raw: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, item in raw.items():
-        zeek_type = known.get(key)
-        if zeek_type is None:
+        entry = known.get(key)
+        if entry is None:
             extra[key] = item
         elif item is not None:
             try:
-                typed_raw[key] = _coerce_raw(item, zeek_type)
+                typed_raw[key] = entry[0](item)
             except (ValueError, OverflowError) as exc:
                 raise _Untypable(REJECT_UNTYPABLE_VALUE,
-                                 f"raw.{key}: {_shown(item)} is not a Zeek {zeek_type}: {exc}") from None
-    typed_normalized: dict[str, Any] = {}
-    for key, arrow in plan.layout.normalized_reads.items():
-        item = normalized.get(key)
-        if item is not None:
-            try:
-                typed_normalized[key] = _coerce_arrow(item, arrow)
-            except (ValueError, OverflowError) as exc:
-                raise _Untypable(REJECT_UNTYPABLE_VALUE,
-                                 f"normalized.{key}: {_shown(item)} is not {arrow}: {exc}") from None
-    typed_enriched: dict[str, Any] = {}
-    for key, arrow in ENRICHED_COLUMNS:
-        item = enriched.get(key)
-        if item is not None:
-            try:
-                typed_enriched[key] = _coerce_arrow(item, arrow)
-            except (ValueError, OverflowError) as exc:
-                raise _Untypable(REJECT_UNTYPABLE_VALUE,
-                                 f"enriched.{key}: {_shown(item)} is not {arrow}: {exc}") from None
+                                 f"raw.{key}: {_shown(item)} is not a Zeek {entry[1]}: {exc}") from None
+    typed_layers: list[dict[str, Any]] = []
+    for name, layer, wanted in (("normalized", normalized, coercers.normalized),
+                                ("enriched", enriched, coercers.enriched)):
+        typed: dict[str, Any] = {}
+        for key, coerce, arrow in wanted:
+            item = layer.get(key)
+            if item is not None:
+                try:
+                    typed[key] = coerce(item)
+                except (ValueError, OverflowError) as exc:
+                    raise _Untypable(REJECT_UNTYPABLE_VALUE,
+                                     f"{name}.{key}: {_shown(item)} is not {arrow}: {exc}") from None
+        typed_layers.append(typed)
+    typed_normalized, typed_enriched = typed_layers
     return {
         "log_type": log_type,
         "raw": typed_raw,
