@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "normalizer-enricher": ("zeek_pipeline.normalizer.cli", "the service: zeek-raw -> zeek-normalized, exactly-once"),
     "publish": ("zeek_pipeline.commands.publish", "send Zeek logs (NDJSON or TSV) to a Kafka topic, as a sensor would"),
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
+    "parquet-writer": ("zeek_pipeline.writer.cli", "the service: zeek-normalized -> Parquet (disk/S3), exactly-once"),
+    "write-parquet": ("zeek_pipeline.commands.write_parquet", "three-layer JSON lines -> the Parquet layout, offline"),
     "operator": ("zeek_operator.cli", "the kopf operator for ZeekPipeline resources (Lease leader election)"),
 }
 
