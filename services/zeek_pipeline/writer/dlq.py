@@ -3,7 +3,9 @@
 Header names match the normalizer-enricher's dead letters (`error.reason`, `error.detail`, `source.*`,
 `log_type`) so one consumer of the DLQ reads both. A dead letter counts as done only once the broker
 acknowledged it: `flush()` waits for every delivery and reports failure, and the flush that carries the
-record is not committed until then (a crash in between sends it again: the DLQ is at-least-once).
+record is not committed until then. A retried flush re-sends only the dead letters that failed, not
+those still in flight; only a crash between the acknowledgement and the commit can send one twice
+(the DLQ is at-least-once, the Parquet output exactly-once).
 """
 
 from __future__ import annotations
@@ -22,21 +24,26 @@ class DeadLetterError(Exception):
     """The DLQ topic did not acknowledge every dead letter (broker down): retry the flush later."""
 
 
+class Delivery:
+    """The fate of one dead letter: ok True once acknowledged, False once failed, None while in flight."""
+
+    __slots__ = ("error", "ok")
+
+    def __init__(self) -> None:
+        self.ok: bool | None = None
+        self.error: str | None = None
+
+
 class DeadLetters:
     def __init__(self, producer_conf: dict[str, Any], topic: str, component: str = "parquet-writer") -> None:
         self.topic = topic
         self.component = component
         self._conf = {k: v for k, v in producer_conf.items() if not k.startswith("transactional")}
         self._producer: Producer | None = None
-        self._failures: list[str] = []
         self.sent = 0
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._failures.append(err.str())
-
     def send(self, value: bytes | None, *, reason: str, detail: str, source_topic: str, partition: int,
-             offset: int, log_type: str | None) -> None:
+             offset: int, log_type: str | None) -> Delivery:
         if self._producer is None:
             self._producer = Producer(self._conf)
         headers: list[tuple[str, str | bytes | None]] = [
@@ -49,23 +56,26 @@ class DeadLetters:
         ]
         if log_type:
             headers.append(("log_type", log_type.encode()))
+        delivery = Delivery()
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            delivery.ok = err is None
+            delivery.error = None if err is None else err.str()
+
         while True:
             try:
-                self._producer.produce(self.topic, value=value, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(self.topic, value=value, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.1)
         self._producer.poll(0)
         self.sent += 1
+        return delivery
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every dead letter sent so far; DeadLetterError if any was not acknowledged."""
-        if self._producer is None:
-            return
-        remaining = self._producer.flush(timeout)
-        failures, self._failures = self._failures, []
-        if remaining or failures:
-            raise DeadLetterError(f"{remaining} dead letter(s) unacknowledged, errors: {failures[:3]}")
+        """Wait up to `timeout` for the dead letters in flight (their Delivery objects get their fate)."""
+        if self._producer is not None:
+            self._producer.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         if self._producer is not None:

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zeek_pipeline.core.schema import META_LOG_TYPE, META_SCHEMA_VERSION, OFFSET_COLUMN
+from zeek_pipeline.core.schema import OFFSET_COLUMN
 from zeek_pipeline.writer.buffers import Segment
 from zeek_pipeline.writer.commitlog import CommitLog, CommitRecord, PartitionState, StagedFile
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, Reject, route
-from zeek_pipeline.writer.dlq import DeadLetters
+from zeek_pipeline.writer.dlq import DeadLetterError, DeadLetters, Delivery
 from zeek_pipeline.writer.layout import file_name, kafka_file_id, relative_path, split_by_hour
-from zeek_pipeline.writer.parquet_file import ParquetOptions, write_table
-from zeek_pipeline.writer.storage import Storage, StorageError
+from zeek_pipeline.writer.parquet_file import ParquetOptions, file_metadata, write_table
+from zeek_pipeline.writer.storage import Storage, StorageError, as_storage_error
 
 log = logging.getLogger("zeek_pipeline.writer.flush")
 
@@ -40,6 +40,7 @@ class FlushJob:
     reason: str
     rejects: tuple[Reject, ...] = ()
     files: list[PlannedFile] | None = None  # None until converted
+    deliveries: list[Delivery | None] = field(default_factory=list)
     dlq_done: bool = False
     record: CommitRecord | None = None
     committed: bool = False
@@ -112,13 +113,23 @@ class Flusher:
         job.files = files
 
     def _dead_letter(self, job: FlushJob) -> None:
+        """Send the rejects (again only those whose earlier delivery failed) and wait for acknowledgements."""
         seg = job.segment
-        for reject in job.rejects:
-            self.dead_letters.send(
-                seg.values[reject.index], reason=reject.reason, detail=reject.detail, source_topic=self.topic,
-                partition=seg.partition, offset=seg.offsets[reject.index],
-                log_type=None if seg.log_type == UNROUTABLE else seg.log_type)
+        if not job.deliveries:
+            job.deliveries = [None] * len(job.rejects)
+        for i, reject in enumerate(job.rejects):
+            delivery = job.deliveries[i]
+            if delivery is None or delivery.ok is False:
+                job.deliveries[i] = self.dead_letters.send(
+                    seg.values[reject.index], reason=reject.reason, detail=reject.detail, source_topic=self.topic,
+                    partition=seg.partition, offset=seg.offsets[reject.index],
+                    log_type=None if seg.log_type == UNROUTABLE else seg.log_type)
         self.dead_letters.flush()
+        unacknowledged = [d for d in job.deliveries if d is None or d.ok is not True]
+        if unacknowledged:
+            errors = {d.error for d in unacknowledged if d is not None and d.error}
+            raise DeadLetterError(f"{len(unacknowledged)} dead letter(s) not acknowledged by "
+                                  f"{self.dead_letters.topic}: {sorted(errors)[:3] or 'timed out'}")
         job.dlq_done = True
 
     def _stage(self, job: FlushJob, seq: int) -> None:
@@ -127,29 +138,21 @@ class Flusher:
         try:
             for index, planned in enumerate(job.files):
                 rel = self.commitlog.staged_path(job.partition, seq, index)
-                metadata = {
-                    META_LOG_TYPE: job.segment.log_type.encode(),
-                    META_SCHEMA_VERSION: self.converter.schema_version.encode(),
-                    b"zeek_pipeline.kafka_topic": self.topic.encode(),
-                    b"zeek_pipeline.kafka_partition": b"%d" % job.partition,
-                    b"zeek_pipeline.first_offset": b"%d" % planned.first,
-                    b"zeek_pipeline.last_offset": b"%d" % planned.last,
-                }
+                metadata = file_metadata(job.segment.log_type, self.converter.schema_version, {
+                    "zeek_pipeline.kafka_topic": self.topic,
+                    "zeek_pipeline.kafka_partition": str(job.partition),
+                    "zeek_pipeline.first_offset": str(planned.first),
+                    "zeek_pipeline.last_offset": str(planned.last),
+                })
                 with self.storage.open_output(rel) as sink:
                     write_table(sink, planned.table, self.options, metadata)
                 self.storage.sync(rel)
                 self.storage.prepare_dir(planned.final.rsplit("/", 1)[0])
                 staged.append(StagedFile(rel, planned.final, job.segment.log_type, planned.table.num_rows,
                                          self.storage.size(rel)))
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, StorageError) as exc:
             self._discard(staged)
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError(f"writing {job.segment.log_type} p{job.partition}: {exc}",
-                               no_space="No space left" in str(exc)) from exc
-        except StorageError:
-            self._discard(staged)
-            raise
+            raise as_storage_error("staging", f"{job.segment.log_type} p{job.partition}", exc) from exc
         job.staged = staged
 
     def _discard(self, staged: list[StagedFile]) -> None:

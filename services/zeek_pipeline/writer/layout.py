@@ -64,6 +64,8 @@ def event_hours(table: pa.Table, now_ms: int | None = None) -> pa.ChunkedArray:
     fallback = (int(time.time() * 1000) if now_ms is None else now_ms) // HOUR_MS
     candidates = [_hours_of(table.column(name), HOUR_MS) for name in ("event_time", "ingest_time")
                   if name in table.column_names]
+    if not candidates:
+        return pa.chunked_array([pa.array([fallback] * table.num_rows, pa.int64())])
     hours = pc.coalesce(*candidates, pa.scalar(fallback, pa.int64()))
     return hours if isinstance(hours, pa.ChunkedArray) else pa.chunked_array([hours])
 

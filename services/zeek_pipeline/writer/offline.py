@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from zeek_pipeline.core.schema import META_LOG_TYPE, META_SCHEMA_VERSION, OFFSET_COLUMN, PARTITION_COLUMN
+from zeek_pipeline.core.schema import OFFSET_COLUMN, PARTITION_COLUMN
 from zeek_pipeline.settings import Settings
 from zeek_pipeline.writer.buffers import MB, Buffers, FlushPolicy, Segment
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, route
 from zeek_pipeline.writer.layout import file_name, relative_path, split_by_hour
-from zeek_pipeline.writer.parquet_file import ParquetOptions, write_table
+from zeek_pipeline.writer.parquet_file import ParquetOptions, file_metadata, write_table
 from zeek_pipeline.writer.storage import Storage
 
 DEFAULT_ROWS_PER_FILE = 100_000
@@ -101,8 +101,7 @@ class OfflineWriter:
             name = file_name(self.prefix, segment.log_type, file_id)
             final = relative_path(segment.log_type, hour, name)
             staged = f"{final.rsplit('/', 1)[0]}/.{name}.tmp"
-            metadata = {META_LOG_TYPE: segment.log_type.encode(),
-                        META_SCHEMA_VERSION: self.converter.schema_version.encode()}
+            metadata = file_metadata(segment.log_type, self.converter.schema_version)
             with self.storage.open_output(staged) as sink:
                 write_table(sink, rows, self.options, metadata)
             self.storage.sync(staged)

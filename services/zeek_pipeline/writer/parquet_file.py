@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zeek_pipeline import __version__
+from zeek_pipeline.core.schema import META_LOG_TYPE, META_SCHEMA_VERSION
 from zeek_pipeline.settings import ParquetOutput
 
-# Key/value metadata every file carries (readers: pq.read_metadata(path).metadata).
-META_LOG_TYPE = b"zeek.log_type"
-META_SCHEMA_VERSION = b"zeek.schema_version"
-META_WRITER = b"zeek.writer"
+# Key/value metadata every file carries (readers: pq.read_metadata(path).metadata), besides the schema's own
+# zeek_pipeline.log_type / schema_version / layout_version.
+META_WRITER = b"zeek_pipeline.writer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class ParquetOptions:
 
     @property
     def codec(self) -> str:
-        # pyarrow's "lz4" writes the LZ4_RAW codec that every current reader (DuckDB, Spark, Trino) reads.
+        # the settings names are pyarrow's codec names (DuckDB, Spark and Trino read all of them)
         return "none" if self.compression == "none" else self.compression
 
 

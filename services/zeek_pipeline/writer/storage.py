@@ -34,9 +34,15 @@ class StorageError(Exception):
         self.no_space = no_space
 
 
-def _wrap(action: str, path: str, exc: BaseException) -> StorageError:
-    no_space = isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc))
+def as_storage_error(action: str, path: str, exc: BaseException) -> StorageError:
+    """Wrap an OSError/ArrowException of the store; ENOSPC (errno or pyarrow's message) marks it `no_space`."""
+    if isinstance(exc, StorageError):
+        return exc
+    no_space = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc)
     return StorageError(f"{action} {path}: {exc}", no_space=no_space)
+
+
+_wrap = as_storage_error
 
 
 class Storage(Protocol):

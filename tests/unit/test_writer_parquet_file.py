@@ -1,0 +1,60 @@
+"""Parquet settings reach the file: codec, row groups, dictionary, statistics, self-describing metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.unit.test_writer_support import CONFIG, documents
+from zeek_pipeline.core.schema import META_LOG_TYPE, META_SCHEMA_VERSION
+from zeek_pipeline.writer.convert import Converter
+from zeek_pipeline.writer.parquet_file import ParquetOptions, file_metadata, write_table
+
+
+@pytest.fixture(scope="module")
+def dns_table() -> pa.Table:
+    docs = documents("dns", 5000)
+    return Converter.from_config_dir(CONFIG).convert("dns", docs, [0] * len(docs), list(range(len(docs)))).table
+
+
+def write(path: Path, table: pa.Table, options: ParquetOptions) -> pq.FileMetaData:
+    with pa.OSFile(str(path), "wb") as sink:
+        write_table(sink, table, options, file_metadata("dns", "1"))
+    return pq.read_metadata(path)
+
+
+@pytest.mark.parametrize(("compression", "codec"), [
+    ("zstd", "ZSTD"), ("snappy", "SNAPPY"), ("gzip", "GZIP"), ("lz4", "LZ4"), ("none", "UNCOMPRESSED")])
+def test_every_compression_is_written_and_read_back_by_duckdb(tmp_path: Path, dns_table: pa.Table,
+                                                              compression: str, codec: str) -> None:
+    path = tmp_path / f"{compression}.parquet"
+    meta = write(path, dns_table, ParquetOptions(compression=compression))
+    assert meta.row_group(0).column(0).compression == codec
+    assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall() == [(dns_table.num_rows,)]
+    assert pq.read_table(path).equals(dns_table.replace_schema_metadata(pq.read_table(path).schema.metadata))
+
+
+def test_row_group_size_is_applied(tmp_path: Path, dns_table: pa.Table) -> None:
+    meta = write(tmp_path / "rg.parquet", dns_table, ParquetOptions(row_group_size=1024))
+    assert meta.num_row_groups == -(-dns_table.num_rows // 1024)
+    assert meta.row_group(0).num_rows == 1024
+
+
+def test_dictionary_and_statistics_can_be_switched_off(tmp_path: Path, dns_table: pa.Table) -> None:
+    column = dns_table.column_names.index("dns_qtype")
+    on = write(tmp_path / "on.parquet", dns_table, ParquetOptions()).row_group(0).column(column)
+    off = write(tmp_path / "off.parquet", dns_table, ParquetOptions(dictionary=False, statistics=False))
+    off_column = off.row_group(0).column(column)
+    assert "RLE_DICTIONARY" in on.encodings and on.is_stats_set
+    assert "RLE_DICTIONARY" not in off_column.encodings and not off_column.is_stats_set
+
+
+def test_key_value_metadata_names_log_type_and_schema_version(tmp_path: Path, dns_table: pa.Table) -> None:
+    meta = write(tmp_path / "m.parquet", dns_table, ParquetOptions()).metadata
+    assert meta[META_LOG_TYPE] == b"dns"
+    assert meta[META_SCHEMA_VERSION] == b"1"
+    assert meta[b"zeek_pipeline.writer"].startswith(b"zeek-pipeline ")

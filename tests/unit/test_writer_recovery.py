@@ -1,0 +1,185 @@
+"""Crash the writer at every storage operation (a simulated kill -9), restart it, and check the output
+holds every record exactly once and a reader never sees a temporary or partial file.
+
+The engine runs on real documents (three log types at very different rates, so fast types run ahead of
+the restart offset and replays must skip their done ranges), with real Parquet files on local disk.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow.dataset as ds
+import pytest
+
+from tests.unit.test_writer_support import (
+    CONFIG,
+    Crash,
+    FaultyStorage,
+    RecordingDeadLetters,
+    documents,
+    interleave,
+)
+from zeek_pipeline.writer.buffers import Buffers, FlushPolicy
+from zeek_pipeline.writer.commitlog import STAGING_DIR, CommitLog
+from zeek_pipeline.writer.convert import Converter
+from zeek_pipeline.writer.engine import WriterEngine
+from zeek_pipeline.writer.flush import Flusher
+from zeek_pipeline.writer.parquet_file import ParquetOptions
+
+TOPIC = "norm"
+CONVERTER = Converter.from_config_dir(CONFIG)
+
+
+def stream() -> dict[int, list[bytes]]:
+    """Two partitions of real records: dns (many), ssl (some), weird (few), plus two dead letters."""
+    part0 = interleave(documents("dns", 150), documents("ssl", 60), documents("weird", 12))
+    part1 = interleave(documents("dns", 400)[150:], documents("ssl", 120)[60:], documents("weird", 20)[12:])
+    bad = orjson.loads(part0[40])
+    bad["raw"]["trans_id" if bad["log_type"] == "dns" else "version"] = "not a count"
+    part0[40] = orjson.dumps(bad)
+    part1[7] = b"{broken json"
+    return {0: part0, 1: part1}
+
+
+STREAM = stream()
+TOTAL = sum(len(v) for v in STREAM.values())
+DEAD = {(0, 40), (1, 7)}
+
+
+def engine_on(storage: FaultyStorage, dlq: RecordingDeadLetters) -> WriterEngine:
+    commitlog = CommitLog(storage, TOPIC, "test")
+    flusher = Flusher(storage=storage, commitlog=commitlog, converter=CONVERTER, dead_letters=dlq,  # type: ignore[arg-type]
+                      options=ParquetOptions(), file_prefix="events", topic=TOPIC)
+    policy = FlushPolicy(flush_bytes=0, interval=0.5, event_count=25, max_memory=400_000)
+    return WriterEngine(Buffers(policy), commitlog, flusher)
+
+
+def run_writer(storage: FaultyStorage, dlq: RecordingDeadLetters, batch: int = 17) -> None:
+    """What the service does, minus Kafka: recover, consume from the restart offsets, flush, drain at the end."""
+    engine = engine_on(storage, dlq)
+    position = {}
+    for partition in STREAM:
+        state = engine.recover(partition)
+        position[partition] = state.next_offset or 0
+    now = 0.0
+    while any(position[p] < len(STREAM[p]) for p in STREAM):
+        for partition, records in STREAM.items():
+            for offset in range(position[partition], min(position[partition] + batch, len(records))):
+                engine.add(partition, offset, records[offset], now)
+            position[partition] = min(position[partition] + batch, len(records))
+        now += 0.05
+        while not engine.flush_due(now):
+            assert engine.retry_pending()
+    assert engine.drain(set(STREAM), deadline=float("inf"), reason="shutdown", sleep=lambda _s: None) == set()
+
+
+def visible_files(base: Path) -> list[str]:
+    if not base.exists():
+        return []
+    dataset = ds.dataset(base, format="parquet", partitioning="hive")
+    return list(dataset.files)
+
+
+def assert_reader_view_is_clean(base: Path) -> None:
+    """What a reader sees at any moment: only final, complete Parquet files."""
+    files = visible_files(base)
+    assert all(f.endswith(".parquet") and "/_" not in f and "/." not in f for f in files), files
+    if files:
+        duckdb.sql(f"select count(*) from read_parquet('{base}/**/*.parquet', union_by_name=true)").fetchall()
+
+
+def assert_exactly_once(base: Path, dlq: RecordingDeadLetters) -> None:
+    rows = duckdb.sql(f"select _kafka_partition, _kafka_offset from read_parquet('{base}/**/*.parquet', "
+                      "union_by_name=true)").fetchall()
+    counts = Counter(rows)
+    duplicated = [c for c, n in counts.items() if n > 1]
+    assert not duplicated, f"written twice: {duplicated[:5]}"
+    expected = {(p, o) for p, records in STREAM.items() for o in range(len(records))} - DEAD
+    assert set(counts) == expected, f"missing {sorted(expected - set(counts))[:5]}"
+    lettered = {(d["partition"], d["offset"]) for d in dlq.acknowledged}
+    assert lettered == DEAD  # at least once in the DLQ, never lost
+    assert list((base / STAGING_DIR).rglob("*.tmp")) == []
+
+
+def test_without_crash_every_record_is_written_once(tmp_path: Path) -> None:
+    storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
+    run_writer(storage, dlq)
+    assert_exactly_once(tmp_path, dlq)
+    log = CommitLog(storage, TOPIC)
+    for partition, records in STREAM.items():
+        assert log.recover(partition).next_offset == len(records)
+    assert storage.operations > 100  # many flushes: every step of the protocol gets crashed below
+
+
+def count_operations(tmp_path: Path) -> int:
+    storage = FaultyStorage(tmp_path / "count")
+    run_writer(storage, RecordingDeadLetters())
+    return storage.operations
+
+
+@pytest.mark.slow
+def test_a_crash_at_any_storage_operation_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    total = count_operations(tmp_path)
+    for crash_at in range(1, total + 1):
+        base = tmp_path / f"crash-{crash_at}"
+        storage, dlq = FaultyStorage(base), RecordingDeadLetters()
+        storage.crash_at = crash_at
+        with pytest.raises(Crash):
+            run_writer(storage, dlq)
+        assert_reader_view_is_clean(base)
+        storage.crash_at = None  # the restarted process: fresh memory, same disk
+        run_writer(storage, dlq)
+        assert_exactly_once(base, dlq)
+
+
+@pytest.mark.slow
+def test_crashes_during_recovery_and_again_after_restart(tmp_path: Path) -> None:
+    total = count_operations(tmp_path)
+    rng = random.Random(5)
+    for trial in range(25):
+        base = tmp_path / f"multi-{trial}"
+        storage, dlq = FaultyStorage(base), RecordingDeadLetters()
+        crashes = 0
+        for _ in range(rng.randint(2, 5)):
+            storage.crash_at = storage.operations + rng.randint(1, max(2, total // 3))
+            try:
+                run_writer(storage, dlq)
+            except Crash:
+                crashes += 1
+                assert_reader_view_is_clean(base)
+        storage.crash_at = None
+        run_writer(storage, dlq)
+        assert crashes >= 1
+        assert_exactly_once(base, dlq)
+
+
+def test_storage_failures_delay_flushes_without_loss(tmp_path: Path) -> None:
+    storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
+    storage.fail_at = set(range(5, 400, 7))  # every 7th operation fails once (disk full, S3 error)
+    run_writer(storage, dlq)
+    assert_exactly_once(tmp_path, dlq)
+
+
+def test_an_unreachable_dlq_holds_the_flush_until_it_is_back(tmp_path: Path) -> None:
+    storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
+    engine = engine_on(storage, dlq)
+    engine.recover(1)
+    for offset, record in enumerate(STREAM[1][:30]):
+        engine.add(1, offset, record, 0.0)
+    dlq.fail = True
+    assert not engine.flush_due(100.0)  # the unroutable record at offset 7 cannot be dead-lettered
+    assert [job.segment.offsets for job in engine.pending] == [[7]]
+    held = CommitLog(storage, TOPIC).latest(1)
+    assert held is not None and held.next_offset == 7  # other log types flushed; offset 7 holds the restart point
+    assert not engine.retry_pending()
+    dlq.fail = False
+    assert engine.retry_pending()
+    engine.drain({1}, float("inf"), "shutdown", sleep=lambda _s: None)
+    assert [(d["partition"], d["offset"], d["reason"]) for d in dlq.acknowledged] == [(1, 7, "invalid_json")]
+    latest = CommitLog(storage, TOPIC).latest(1)
+    assert latest is not None and latest.next_offset == 30
