@@ -4,8 +4,12 @@ Parquet layout the parquet-writer service produces, without Kafka.
     zeek-pipeline normalize --input dns.json | zeek-pipeline write-parquet --output lake/
 
 `_kafka_partition` is null and `_kafka_offset` is the line number in the input (see writer/offline.py).
-Lines that cannot be typed are reported as JSON lines on stderr (or to `--rejects FILE`) and make the
-exit code 1; everything else is still written. Exit 2: bad config or the output cannot be written.
+Input: gzip is detected by its magic bytes; blank lines are skipped. Lines that cannot be typed are
+reported like `normalize` reports its rejects, one JSON object per line on stderr (or `--rejects FILE`):
+{"line": <1-based>, "error": <reason code>, "detail": <text>, "text": <the line>} ("base64" instead of
+"text" when the line is not UTF-8); everything else is still written. A summary object goes to stderr.
+Exit 0 when the input was processed (rejects or not); 2 for config errors or an output that cannot be
+written; 1 when the input could not be read to its end.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import base64
     import gzip
+    import io
     from collections.abc import Iterator
     from pathlib import Path
-    from typing import IO
+    from typing import IO, cast
 
     import orjson
 
@@ -49,30 +55,37 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     def lines() -> Iterator[bytes]:
-        if args.input == "-":
-            yield from sys.stdin.buffer
-            return
-        path = Path(args.input)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as handle:
-            yield from handle
+        raw = cast(io.BufferedReader, sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb"))
+        try:
+            gzipped = raw.peek(2)[:2] == b"\x1f\x8b"
+            yield from (gzip.GzipFile(fileobj=raw) if gzipped else raw)
+        finally:
+            if args.input != "-":
+                raw.close()
 
     rejects_out: IO[bytes] = open(args.rejects, "wb") if args.rejects else sys.stderr.buffer  # noqa: SIM115
 
     def on_reject(line_no: int, value: bytes, reason: str, detail: str) -> None:
-        rejects_out.write(orjson.dumps({"line": line_no, "reason": reason, "detail": detail,
-                                        "value": value.decode("utf-8", "replace")[:4096]}) + b"\n")
+        entry: dict[str, object] = {"line": line_no, "error": reason, "detail": detail}
+        try:
+            entry["text"] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            entry["base64"] = base64.b64encode(value).decode()
+        rejects_out.write(orjson.dumps(entry) + b"\n")
 
     writer = OfflineWriter(settings, converter, storage, on_reject)
     try:
         totals = writer.write_lines(lines())
-    except (StorageError, OSError) as exc:
+    except StorageError as exc:
         sys.stderr.write(f"zeek-pipeline write-parquet: {exc}\n")
         return 2
+    except (OSError, EOFError) as exc:
+        sys.stderr.write(f"zeek-pipeline write-parquet: reading {args.input}: {exc}\n")
+        return 1
     finally:
         if args.rejects:
             rejects_out.close()
     summary = {"output": storage.url, "lines": totals.lines, "rows": totals.rows, "files": totals.files,
                "rejected": totals.rejected, "bytes": totals.bytes}
     sys.stderr.write(orjson.dumps(summary).decode() + "\n")
-    return 1 if totals.rejected else 0
+    return 0

@@ -23,7 +23,7 @@ from zeek_pipeline.writer.buffers import MB, Buffers, FlushPolicy, Segment
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, route
 from zeek_pipeline.writer.layout import file_name, relative_path, split_by_hour
 from zeek_pipeline.writer.parquet_file import ParquetOptions, file_metadata, write_table
-from zeek_pipeline.writer.storage import Storage
+from zeek_pipeline.writer.storage import Storage, as_storage_error
 
 DEFAULT_ROWS_PER_FILE = 100_000
 
@@ -102,8 +102,12 @@ class OfflineWriter:
             final = relative_path(segment.log_type, hour, name)
             staged = f"{final.rsplit('/', 1)[0]}/.{name}.tmp"
             metadata = file_metadata(segment.log_type, self.converter.schema_version)
-            with self.storage.open_output(staged) as sink:
-                write_table(sink, rows, self.options, metadata)
+            try:
+                with self.storage.open_output(staged) as sink:
+                    write_table(sink, rows, self.options, metadata)
+            except (OSError, pa.ArrowException) as exc:
+                self.storage.delete(staged)
+                raise as_storage_error("write", staged, exc) from exc
             self.storage.sync(staged)
             self.storage.publish(staged, final)
             self.totals.rows += rows.num_rows
