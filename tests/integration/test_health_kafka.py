@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.infra import topics
+from tests.infra.kafka import KafkaBroker
 from tests.infra.zeek_data import PROJECT_ROOT, json_logs, read_lines
 from zeek_pipeline.health.lag import GroupSpec, LagMonitor
 from zeek_pipeline.health.status_reader import StatusReader
@@ -111,7 +112,8 @@ def health_service(env: dict[str, str], tmp_path: Path) -> Iterator[HealthProces
     """`zeek-pipeline health` as a real process on a free port; stopped with SIGTERM (must exit 0)."""
     port = free_port()
     log = tmp_path / f"health-{port}.out"
-    full_env = {**os.environ, **env, "ZEEK_PIPELINE_HEALTH_HOST": "127.0.0.1", "ZEEK_PIPELINE_HEALTH_PORT": str(port)}
+    full_env = {**os.environ, **env, "ZEEK_PIPELINE_HEALTH_HOST": "127.0.0.1", "ZEEK_PIPELINE_HEALTH_PORT": str(port),
+                "PYTHONFAULTHANDLER": "1"}
     with log.open("wb") as out:
         proc = subprocess.Popen([str(ZEEK), "health", "--config", str(CONFIG)], env=full_env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -338,3 +340,43 @@ def test_health_service_shows_live_instances_and_reports_a_silent_one_down_withi
         assert "health service starting" in health.log_text()
     finally:
         normalizer.close()
+
+
+@pytest.mark.slow
+def test_page_keeps_working_and_says_kafka_is_unreachable_while_the_broker_is_down(
+        kafka_broker: KafkaBroker | None, kafka_bootstrap: str, tmp_path: Path) -> None:
+    if kafka_broker is None:
+        pytest.skip("KAFKA_BOOTSTRAP points at an external broker this test cannot stop")
+    env = pipeline_env(kafka_bootstrap, tmp_path, interval=1.0)
+    create_pipeline_topics(kafka_bootstrap, env)
+    settings = settings_from(env)
+    normalizer = runtime(settings, "normalizer-enricher", "n-0")
+    writer = runtime(settings, "parquet-writer", "w-0")
+
+    def publish() -> None:
+        for rt in (normalizer, writer):
+            rt.publish_status()
+
+    try:
+        with health_service(env, tmp_path) as health:
+            wait_until(lambda: (publish(), health.json("/api/v1/pipeline")["verdict"]["state"] == "ok")[1], 30,
+                       "an ok verdict before the outage")
+            kafka_broker.stop()
+            try:
+                body = wait_until(lambda: (b := health.json("/api/v1/pipeline"))["kafka"]["reachable"] is False and b,
+                                  30, "the service to notice the broker is gone")
+                assert body["verdict"]["state"] == "down"
+                assert body["unreachable"][0].startswith(f"Kafka ({kafka_bootstrap}): Kafka unreachable: ")
+                assert body["verdict"]["reasons"][0]["subject"] == "kafka"
+                page = health.get("/")
+                assert page.status_code == 200 and "Unreachable" in page.text and "Kafka (" in page.text
+                assert health.get("/readyz").status_code == 200  # stays routable to show the outage
+                assert all(health.get(path).status_code == 200 for path in (
+                    "/api/v1/components", "/api/v1/lag", "/api/v1/rejects", "/api/v1/files", "/metrics"))
+            finally:
+                kafka_broker.start()
+            wait_until(lambda: (publish(), health.json("/api/v1/pipeline")["verdict"]["state"] == "ok")[1], 60,
+                       "the verdict to recover once the broker is back")
+    finally:
+        normalizer.close()
+        writer.close()

@@ -30,6 +30,13 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("zeek_pipeline.health").error("%s", exc)
         return 2
     setup_logging(settings.log, "health")
+
+    def as_health(record: logging.LogRecord) -> bool:
+        record.component = "health"  # uvicorn's logger names ("uvicorn.error") are not components
+        return True
+
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(as_health)
     host = args.host or settings.health.host
     port = settings.health.port if args.port is None else args.port
     log = logging.getLogger("zeek_pipeline.health")

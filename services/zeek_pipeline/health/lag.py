@@ -1,4 +1,7 @@
-"""Consumer-group lag per topic and partition, read with the AdminClient, plus its trend and broker reachability.
+"""Consumer-group lag per topic and partition, its trend, and broker reachability.
+
+Watermarks, metadata and group state come from the AdminClient; committed offsets from a Consumer in the group
+that never subscribes (see `_committed` for why not the AdminClient).
 
 Lag is the high watermark minus the group's committed offset (minus the log start when the group has committed
 nothing, since the services start from the earliest offset). A short in-memory history gives each partition a
@@ -16,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # exported, not in __all__
 
 from zeek_pipeline.health.models import KafkaState, Lag, LagGroup, LagPartition, LagTopic, Trend
@@ -96,6 +99,7 @@ class LagMonitor:
         self._clock = clock
         self._timeout = timeout
         self._admin: AdminClient | None = None
+        self._consumers: dict[str, Consumer] = {}
         self._history: dict[tuple[str, ...], deque[Sample]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -114,7 +118,18 @@ class LagMonitor:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=self._timeout * 3)
+            self._thread.join(timeout=self._timeout * 4)
+        if not self._thread.is_alive():
+            self.close()
+
+    def close(self) -> None:
+        """Close the group consumers (they never joined their groups, so this leaves no trace)."""
+        consumers, self._consumers = self._consumers, {}
+        for consumer in consumers.values():
+            try:
+                consumer.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                log.debug("closing a lag consumer: %s", exc)
 
     def snapshot(self) -> LagSnapshot:
         with self._lock:
@@ -151,12 +166,12 @@ class LagMonitor:
                            error=None)
         topic_partitions = {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
-        committed, group_errors = self._committed(admin)
+        committed, group_errors = self._committed(topic_partitions)
         described = self._describe(admin)
         wanted: list[TopicPartition] = []
         group_topics: dict[str, list[str]] = {}
         for spec in self._groups:
-            names = sorted({spec.topic, *committed.get(spec.group, {}).keys()})
+            names = [spec.topic]
             group_topics[spec.group] = names
             for name in names:
                 wanted.extend(TopicPartition(name, p) for p in topic_partitions.get(name, []))
@@ -176,28 +191,40 @@ class LagMonitor:
             self._snapshot = snapshot
         return snapshot
 
-    def _committed(self, admin: AdminClient) -> tuple[dict[str, dict[str, dict[int, int | None]]], dict[str, str]]:
-        """group -> topic -> partition -> committed offset (None when the group has none)."""
+    def _committed(self, topic_partitions: dict[str, list[int]]
+                   ) -> tuple[dict[str, dict[str, dict[int, int | None]]], dict[str, str]]:
+        """group -> topic -> partition -> committed offset (None when the group has none).
+
+        Read with a never-subscribing Consumer in the group (OffsetFetch, exactly what the services commit),
+        not AdminClient.list_consumer_group_offsets: librdkafka dereferences a null consumer-group handle when
+        that admin call meets NOT_COORDINATOR (librdkafka#5040, seen here on a freshly started broker), which
+        kills the process.
+        """
         result: dict[str, dict[str, dict[int, int | None]]] = {}
         errors: dict[str, str] = {}
         for spec in self._groups:
-            if spec.group in result:
+            partitions = [TopicPartition(spec.topic, p) for p in topic_partitions.get(spec.topic, [])]
+            topics = result.setdefault(spec.group, {})
+            if not partitions:
                 continue
             try:
-                futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(spec.group)],
-                                                            request_timeout=self._timeout)
-                answer = _result(futures[spec.group], self._timeout * 2)
+                consumer = self._group_consumer(spec.group)
+                answer = consumer.committed(partitions, timeout=self._timeout)
             except Exception as exc:  # noqa: BLE001 - one group's failure must not hide the other
                 errors[spec.group] = f"committed offsets unavailable: {_error_text(exc)}"
-                result[spec.group] = {}
                 continue
-            topics: dict[str, dict[int, int | None]] = {}
-            for tp in answer.topic_partitions or []:
-                if tp.error is not None:
-                    continue
-                topics.setdefault(tp.topic, {})[tp.partition] = tp.offset if tp.offset >= 0 else None
-            result[spec.group] = topics
+            for tp in answer:
+                if tp.error is None:
+                    topics.setdefault(tp.topic, {})[tp.partition] = tp.offset if tp.offset >= 0 else None
         return result, errors
+
+    def _group_consumer(self, group: str) -> Consumer:
+        consumer = self._consumers.get(group)
+        if consumer is None:
+            conf = {**self._conf, "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+                    "allow.auto.create.topics": False}
+            consumer = self._consumers[group] = Consumer(conf)
+        return consumer
 
     def _describe(self, admin: AdminClient) -> dict[str, tuple[str | None, int | None]]:
         names = sorted({spec.group for spec in self._groups})
