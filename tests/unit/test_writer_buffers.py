@@ -94,3 +94,29 @@ def test_partition_views_and_drop() -> None:
     assert oldest is not None and oldest.key == ("ssl", 0)
     assert buffers.drop_partition(0) == 6
     assert buffers.min_offset(0) is None and buffers.count == 3
+
+
+def test_a_count_flush_takes_exactly_n_records_and_leaves_the_rest() -> None:
+    buffers = Buffers(policy(count=1000))
+    fill(buffers, 3500, size=10, now=7.0)  # one consumed batch overshoots the threshold
+    [(segment, reason)] = buffers.due(now=7.0)
+    head = buffers.take_due(segment, reason)
+    assert (head.count, head.first, head.last) == (1000, 0, 999)
+    rest = buffers.segments[("dns", 0)]
+    assert (rest.count, rest.first, rest.nbytes, rest.started) == (2500, 1000, 25_000, 7.0)
+
+
+def test_a_size_flush_takes_the_shortest_run_reaching_the_size() -> None:
+    buffers = Buffers(policy(size=1000))
+    fill(buffers, 25, size=90)
+    [(segment, reason)] = buffers.due(now=0)
+    head = buffers.take_due(segment, reason)
+    assert (head.count, head.nbytes) == (12, 1080)  # 11 * 90 = 990 < 1000 <= 12 * 90
+    assert buffers.segments[("dns", 0)].count == 13
+
+
+def test_a_time_flush_takes_everything() -> None:
+    buffers = Buffers(policy(interval=1, count=1000))
+    fill(buffers, 10)
+    [(segment, reason)] = buffers.due(now=5)
+    assert buffers.take_due(segment, reason).count == 10 and buffers.segments == {}

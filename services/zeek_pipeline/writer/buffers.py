@@ -66,6 +66,20 @@ class FlushPolicy:
         return cls(int(write.flush_buffer_mb * MB), float(write.flush_interval_seconds), int(write.flush_event_count),
                    int(write.max_memory_mb * MB))
 
+    def cut(self, segment: Segment, reason: str) -> int:
+        """How many of the oldest records a flush for `reason` takes: exactly `event_count` for "count",
+        the shortest run reaching `flush_bytes` for "size", everything otherwise. A consumed batch can
+        overshoot a threshold; the rest stays buffered for the next flush."""
+        if reason == "count" and self.event_count:
+            return min(self.event_count, segment.count)
+        if reason == "size" and self.flush_bytes:
+            total = 0
+            for index, value in enumerate(segment.values):
+                total += len(value)
+                if total >= self.flush_bytes:
+                    return index + 1
+        return segment.count
+
     def reason(self, segment: Segment, now: float) -> str | None:
         """Why this buffer must flush now ("size", "count", "time"), or None."""
         if self.flush_bytes and segment.nbytes >= self.flush_bytes:
@@ -93,8 +107,20 @@ class Buffers:
         segment.nbytes += len(value)
         return segment
 
-    def take(self, key: tuple[str, int]) -> Segment:
-        return self.segments.pop(key)
+    def take(self, key: tuple[str, int], count: int | None = None) -> Segment:
+        """Remove the buffer, or only its `count` oldest records (the rest stays, same start time)."""
+        segment = self.segments[key]
+        if count is None or count >= segment.count:
+            return self.segments.pop(key)
+        head = Segment(segment.log_type, segment.partition, segment.started, segment.values[:count],
+                       segment.offsets[:count], sum(len(v) for v in segment.values[:count]))
+        del segment.values[:count]
+        del segment.offsets[:count]
+        segment.nbytes -= head.nbytes
+        return head
+
+    def take_due(self, segment: Segment, reason: str) -> Segment:
+        return self.take(segment.key, self.policy.cut(segment, reason))
 
     def due(self, now: float) -> list[tuple[Segment, str]]:
         """Segments whose own flush condition holds, oldest first."""

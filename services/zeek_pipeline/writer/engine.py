@@ -131,9 +131,13 @@ class WriterEngine:
         """Flush what the policy asks for, then what the memory cap needs; False when a flush failed."""
         if self.pending:
             return False
-        for segment, reason in self.buffers.due(now):
-            if segment.key in self.buffers.segments and not self.flush(self.buffers.take(segment.key), reason):
-                return False
+        due = self.buffers.due(now)
+        while due:
+            for segment, reason in due:
+                if segment.key in self.buffers.segments and not self.flush(self.buffers.take_due(segment, reason),
+                                                                           reason):
+                    return False
+            due = self.buffers.due(now)  # what a count/size cut left behind may be due again
         while self.buffers.over_cap(self.pending_memory()):
             largest = self.buffers.largest()
             if largest is None:
