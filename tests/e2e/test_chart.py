@@ -163,7 +163,8 @@ def test_helm_template_renders_a_secure_operator_and_least_privilege_rbac(helm: 
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert "readinessProbe" not in container and "startupProbe" not in container
-    tag = settings.get("operator", {}).get("image", {}).get("tag") or settings.get("image", {}).get("tag") or APP_VERSION
+    operator_tag = settings.get("operator", {}).get("image", {}).get("tag")
+    tag = operator_tag or settings.get("image", {}).get("tag") or APP_VERSION
     assert container["image"].endswith(f":{tag}")
     assert container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001

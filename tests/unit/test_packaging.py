@@ -133,9 +133,8 @@ def values_validator() -> jsonschema.Draft7Validator:
 
 
 def errors_of(values: dict[str, Any]) -> list[str]:
-    return sorted(
-        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in values_validator().iter_errors(values)
-    )
+    errors = values_validator().iter_errors(values)
+    return sorted(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
 
 
 # ------------------------------------------------------------------------------------------------ chart
@@ -582,7 +581,8 @@ def test_skaffold_names_only_files_that_exist() -> None:
     assert kind["build"]["local"]["push"] is False
     forwarded = {(p["resourceType"], p["resourceName"], p["port"]) for p in config["portForward"]}
     dev_values = yaml.safe_load((ROOT / "deploy" / "dev" / "values-dev.yaml").read_text())
-    assert ("service", f"{dev_values['pipeline']['name']}-health", dev_values["pipeline"]["health"]["port"]) in forwarded
+    dev_pipeline = dev_values["pipeline"]
+    assert ("service", f"{dev_pipeline['name']}-health", dev_pipeline["health"]["port"]) in forwarded
 
 
 def skaffold_schema(version: str) -> Path | None:
