@@ -196,8 +196,11 @@
   function drawChart(throughput, now) {
     var chart = byId("chart");
     var W = 800, H = 240, left = 56, right = 12, top = 12, bottom = 28;
-    var span = throughput.window_seconds || 900;
-    var points = throughput.points.filter(function (p) { return p.at >= now - span; });
+    // The x axis covers the history we have, from one minute up to the 15-minute window.
+    var all = throughput.points;
+    var oldest = all.length ? all[0].at : now;
+    var span = Math.min(throughput.window_seconds || 900, Math.max(60, now - oldest));
+    var points = all.filter(function (p) { return p.at >= now - span; });
     var max = niceMax(points.reduce(function (m, p) { return Math.max(m, p.in_eps, p.out_eps); }, 0) * 1.05);
     function x(at) { return left + (W - left - right) * (1 - (now - at) / span); }
     function y(v) { return top + (H - top - bottom) * (1 - v / max); }
@@ -209,9 +212,11 @@
       label.textContent = value >= 1000 ? number(value) : String(Math.round(value * 10) / 10);
       nodes.push(label);
     }
-    for (var m = 15; m >= 0; m -= 5) {
-      var tick = svg("text", {x: x(now - m * 60), y: H - 8, "text-anchor": "middle", "class": "axis"});
-      tick.textContent = m === 0 ? "now" : "\u2212" + m + " min";
+    var steps = [10, 15, 30, 60, 120, 180, 300];
+    var step = steps.filter(function (st) { return span / st <= 5; })[0] || 300;
+    for (var ago = 0; ago <= span + 0.001; ago += step) {
+      var tick = svg("text", {x: x(now - ago), y: H - 8, "text-anchor": ago === 0 ? "end" : "middle", "class": "axis"});
+      tick.textContent = ago === 0 ? "now" : "\u2212" + (step < 60 ? ago + " s" : ago / 60 + " min");
       nodes.push(tick);
     }
     if (points.length < 2) {
