@@ -540,3 +540,41 @@ def test_chart_rbac_grants_what_operator_rbac_grants(helm: Run) -> None:
     election = [d for d in docs((rbac / "leader-election.yaml").read_text()) if d["kind"] == "Role"]
     assert granted == {v for _, _, verbs in rules_of(election) for v in verbs}
     assert any(r.get("resourceNames") == ["zeek-operator"] for r in lease[0]["rules"])
+
+
+SKAFFOLD_BIN = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline")) / \
+    "skaffold-v2.16.1" / "bin" / "skaffold"
+
+
+def test_skaffold_renders_a_dev_setup_the_api_server_accepts(
+    kube: Any, kubectl: Run, crd: str, namespace: str, tmp_path: Path
+) -> None:
+    """skaffold's own parser, profiles and helm rendering (no image build), then a server-side dry-run.
+
+    skaffold is not on the registries as a binary; it builds from its Go module (github.com/GoogleContainerTools/
+    skaffold/v2, ~12 min on 2 cores) into the cache path above, which CI does not do: there the test skips.
+    """
+    skaffold = os.environ.get("SKAFFOLD") or (str(SKAFFOLD_BIN) if SKAFFOLD_BIN.exists() else None)
+    if skaffold is None:
+        pytest.skip(f"no skaffold binary ({SKAFFOLD_BIN}, or $SKAFFOLD)")
+    home = tmp_path / "home"
+    (home / ".skaffold").mkdir(parents=True)
+    (home / ".skaffold" / "config").write_text(
+        "global:\n  collect-metrics: false\n  update-check: false\n  survey:\n    disable-prompt: true\n")
+    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(kube.kubeconfig), "SKAFFOLD_UPDATE_CHECK": "false",
+           "PATH": f"{kube.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    diagnose = subprocess.run([skaffold, "diagnose", "--yaml-only", "-p", "kind"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+    effective = yaml.safe_load(ok(diagnose).stdout)
+    assert effective["build"]["local"]["push"] is False
+    render = subprocess.run([skaffold, "render", "--offline=true", "--digest-source=tag", "-t", "dev", "-p", "kind",
+                             "-n", namespace], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    rendered = docs(ok(render).stdout)
+    kinds = sorted(doc["kind"] for doc in rendered)
+    assert kinds.count("Deployment") == 2 and "ZeekPipeline" in kinds  # Redpanda and the operator
+    operator = next(d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
+    assert operator["spec"]["template"]["spec"]["containers"][0]["image"] == "zeek-pipeline:dev"
+    pipeline = next(d for d in rendered if d["kind"] == "ZeekPipeline")
+    assert pipeline["spec"]["image"] == {"repository": "zeek-pipeline", "tag": "dev", "pullPolicy": "IfNotPresent"}
+    ok(kubectl("apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-", input=render.stdout))
