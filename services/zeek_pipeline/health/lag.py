@@ -285,7 +285,8 @@ class LagMonitor:
                                      lag=lag, trend=trend(samples, now)))
             total = None if lag is None or total is None else total + lag
         samples = self._remember((group, topic), now, total)
-        return LagTopic(topic=topic, lag=total, trend=trend(samples, now), growing_for_seconds=growing_for(samples),
+        return LagTopic(topic=topic, lag=total, trend=trend(samples, now),
+                        growing_for_seconds=round(growing_for(samples), 1),
                         error=offsets_error, partitions=rows)
 
     def _remember(self, key: tuple[str, ...], now: float, value: int | None) -> list[Sample]:
