@@ -229,7 +229,7 @@ class KafkaBroker:
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
+        last_error = ""  # text only: keeping the exception would keep the client alive through its traceback
         admin = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -243,7 +243,7 @@ class KafkaBroker:
                 if metadata.brokers:
                     return
             except Exception as exc:  # noqa: BLE001 - the broker is still coming up
-                last_error = exc
+                last_error = str(exc)
             time.sleep(0.2)
         raise BrokerError(f"broker not ready after {timeout}s ({last_error})\n{self.tail_log()}")
 
