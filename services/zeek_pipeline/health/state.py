@@ -84,6 +84,10 @@ def kafka_sources(settings: Settings) -> Sources:
     """The real sources: a status topic reader and a lag monitor on the configured brokers."""
     conf = kafka_config.common(settings)
     conf["client.id"] = "zeek-pipeline-health"
+    # Reconnect calmly: the page reports an outage anyway, and every failed attempt is a librdkafka log line.
+    for key, value in (("reconnect.backoff.ms", 1000), ("reconnect.backoff.max.ms", 10_000)):
+        if key not in settings.kafka.librdkafka:
+            conf[key] = value
     reader = StatusReader(conf, settings.status.topic)
     monitor = LagMonitor(conf, group_specs(settings), interval=settings.health.refresh_seconds)
     return Sources(reader, monitor, sample_seconds=settings.health.refresh_seconds)

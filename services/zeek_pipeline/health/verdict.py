@@ -152,11 +152,12 @@ def pipeline_verdict(components: Sequence[Component], kafka: KafkaState, status:
         reasons.append(Reason(severity="degraded", subject="status", text=status.error))
     reasons.extend(_component_reasons(components))
     present = {c.component for c in components}
+    known = status.loaded and status.reachable  # else absence says nothing
     for expected in EXPECTED_COMPONENTS:
         if expected not in present:
             reasons.append(Reason(
-                severity="degraded" if status.loaded else "info", subject=expected,
-                text=f"no {expected} has reported on {status.topic}" if status.loaded
+                severity="degraded" if known else "info", subject=expected,
+                text=f"no {expected} has reported on {status.topic}" if known
                 else f"reading {status.topic}: no {expected} seen yet"))
     if status.loaded and components and not any(c.state in LIVE for c in components):
         reasons.append(Reason(severity="down", subject="pipeline", text="no component is running"))
