@@ -131,6 +131,15 @@ def test_missing_component_degrades_once_the_status_topic_is_loaded() -> None:
     assert verdict(comps, channel=loading)[0] == "ok"
 
 
+def test_missing_component_is_only_information_while_the_status_topic_is_unreadable() -> None:
+    comps = components(real_record("normalizer-enricher"))
+    unreadable = CHANNEL.model_copy(update={"reachable": False, "error": "Local: Broker transport failure"})
+    result = pipeline_verdict(comps, KAFKA_OK, unreadable, NO_LAG, [])
+    assert [(r.severity, r.text) for r in result.reasons] == [
+        ("degraded", "status topic zeek-pipeline-status unreadable: Local: Broker transport failure"),
+        ("info", "reading zeek-pipeline-status: no parquet-writer seen yet")]
+
+
 def test_nothing_running_is_down() -> None:
     comps = components(real_record("normalizer-enricher", heartbeat_at=NOW - 500),
                        real_record("parquet-writer", state="stopped"))
