@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -356,7 +357,8 @@ def liveness_ok(port: int) -> bool:
 
 
 def forbidden_lines(log: Path) -> list[str]:
-    return [line for line in log.read_text(errors="replace").splitlines() if "403" in line or "orbidden" in line]
+    pattern = re.compile(r"(?<![\w.:-])403(?![\w.-])|[Ff]orbidden")
+    return [line for line in log.read_text(errors="replace").splitlines() if pattern.search(line)]
 
 
 def children(kubectl: Run, namespace: str, pipeline: str) -> dict[str, set[str]]:
@@ -407,7 +409,8 @@ def test_helm_install_then_zeekpipeline_yaml_gives_a_pipeline_and_uninstall_keep
     helm: Run, kubectl: Run, namespace: str, tmp_path: Path
 ) -> None:
     release, port = "zp", free_port()
-    ok(helm("install", release, str(CHART), "--namespace", namespace, "--set", f"operator.probePort={port}"))
+    notes = ok(helm("install", release, str(CHART), "--namespace", namespace, "--set", f"operator.probePort={port}"))
+    assert f"kubectl -n {namespace} apply -f zeekpipeline.yaml" in notes.stdout  # NOTES.txt: what to do next
     assert ok(kubectl("get", "crd", CRD_NAME, "-o", "name")).stdout.strip()
     installed = release_objects(kubectl, namespace, release)
     assert {f"deployment.apps/{release}-zeek-pipeline-operator", f"serviceaccount/{release}-zeek-pipeline-operator",
@@ -498,9 +501,11 @@ def test_pipeline_from_values_is_run_by_the_operator_and_deleted_first_on_uninst
     helm: Run, kubectl: Run, namespace: str, tmp_path: Path
 ) -> None:
     release, port = "zpv", free_port()
-    ok(helm("install", release, str(CHART), "--namespace", namespace, "--set", "pipeline.enabled=true",
-            "--set", f"operator.probePort={port}"))
+    notes = ok(helm("install", release, str(CHART), "--namespace", namespace, "--set", "pipeline.enabled=true",
+                    "--set", f"operator.probePort={port}"))
     name = f"{release}-zeek-pipeline"
+    # NOTES.txt: how to open this pipeline's dashboard
+    assert f"kubectl -n {namespace} port-forward svc/{name}-health 8080:8080" in notes.stdout
     pipeline = json.loads(ok(kubectl("get", "zp", name, "-n", namespace, "-o", "json")).stdout)
     assert pipeline["spec"]["image"]["tag"] == APP_VERSION
     sa = f"{release}-zeek-pipeline-operator"
@@ -578,3 +583,18 @@ def test_skaffold_renders_a_dev_setup_the_api_server_accepts(
     pipeline = next(d for d in rendered if d["kind"] == "ZeekPipeline")
     assert pipeline["spec"]["image"] == {"repository": "zeek-pipeline", "tag": "dev", "pullPolicy": "IfNotPresent"}
     ok(kubectl("apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-", input=render.stdout))
+
+
+def test_helm_package_carries_the_crd_and_schema_but_not_ci_values(helm: Run, tmp_path: Path) -> None:
+    import tarfile
+
+    result = ok(helm("package", str(CHART), "--destination", str(tmp_path)))
+    (archive,) = tmp_path.glob("zeek-pipeline-*.tgz")
+    assert archive.name == f"zeek-pipeline-{yaml.safe_load((CHART / 'Chart.yaml').read_text())['version']}.tgz"
+    assert "Successfully packaged" in result.stdout
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        packaged_crd = tar.extractfile(f"zeek-pipeline/crds/{CRD_FILE.name}")
+        assert packaged_crd is not None and packaged_crd.read() == CRD_FILE.read_bytes()
+    assert {"zeek-pipeline/values.schema.json", "zeek-pipeline/templates/NOTES.txt"} <= names
+    assert not [n for n in names if "/ci/" in n]
