@@ -122,9 +122,12 @@ class Lake:
         return [info.path.removeprefix(root + "/") for info in infos if info.type == pafs.FileType.File]
 
     def dataset(self) -> ds.Dataset:
-        """What a pyarrow reader discovers (it skips names starting with `_` or `.`)."""
+        """What a pyarrow reader discovers (it skips names starting with `_` or `.`); empty before any output."""
         fs, root = self._fs_and_root()
-        return ds.dataset(root, format="parquet", partitioning="hive", filesystem=fs)
+        try:
+            return ds.dataset(root, format="parquet", partitioning="hive", filesystem=fs)
+        except FileNotFoundError:
+            return ds.dataset([], format="parquet")
 
     def coordinates(self) -> list[Coordinate]:
         """(partition, offset) of every row of every visible file."""
