@@ -359,8 +359,12 @@ def test_page_keeps_working_and_says_kafka_is_unreachable_while_the_broker_is_do
 
     try:
         with health_service(env, tmp_path) as health:
-            wait_until(lambda: (publish(), health.json("/api/v1/pipeline")["verdict"]["state"] == "ok")[1], 30,
-                       "an ok verdict before the outage")
+            def ok_and_checked() -> bool:
+                publish()
+                body = health.json("/api/v1/pipeline")
+                return body["verdict"]["state"] == "ok" and body["kafka"]["reachable"] is True
+
+            wait_until(ok_and_checked, 30, "an ok verdict with Kafka checked before the outage")
             kafka_broker.stop()
             try:
                 body = wait_until(lambda: (b := health.json("/api/v1/pipeline"))["kafka"]["reachable"] is False and b,
