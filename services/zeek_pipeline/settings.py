@@ -180,8 +180,7 @@ class Settings(_Section):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data, secrets masked (SecretStr dumps as '**********')."""
-        data: dict[str, Any] = json.loads(self.model_dump_json())
-        return data
+        return self.model_dump(mode="json")
 
 
 class SettingsError(ValueError):

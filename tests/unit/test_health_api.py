@@ -320,3 +320,13 @@ def test_a_valid_record_replaces_a_problem_for_the_same_key(clock: Clock) -> Non
     assert "parquet-writer/pod-0" in status.snapshot().records  # a bad record never replaces a good one
     status.store.ingest(b"parquet-writer/pod-0", None)  # tombstone
     assert status.snapshot().records == {} and status.snapshot().problems == []
+
+
+def test_docs_page_serves_swagger_ui_from_the_service_itself(pipeline_client) -> None:
+    """Clusters are often offline: /docs must not reference a CDN, and its assets must be served."""
+    page = pipeline_client.get("/docs").text
+    assert "cdn." not in page and "https://" not in page
+    assert "/docs-assets/swagger-ui-bundle.js" in page
+    script = pipeline_client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert pipeline_client.get("/docs-assets/swagger-ui.css").status_code == 200

@@ -7,7 +7,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import jinja2
+import swagger_ui_bundle
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -43,7 +46,9 @@ def create_app(settings: Settings, *, sources: Sources | None = None) -> FastAPI
         finally:
             state.stop()
 
-    app = FastAPI(title="zeek-pipeline health", version=__version__, lifespan=lifespan,
+    # docs_url=None: FastAPI's default /docs loads Swagger UI from a CDN; clusters are often offline, so the
+    # same page is served below with the Swagger UI assets of the swagger-ui-bundle package.
+    app = FastAPI(title="zeek-pipeline health", version=__version__, lifespan=lifespan, docs_url=None,
                   description="State, lag and throughput of the zeek-pipeline services, read from the status "
                               "channel and Kafka. See docs/health-api.md.")
     app.state.settings = settings
@@ -52,6 +57,14 @@ def create_app(settings: Settings, *, sources: Sources | None = None) -> FastAPI
     app.include_router(api.router)
     app.include_router(probes.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="zeek-pipeline health API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
