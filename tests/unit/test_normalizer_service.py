@@ -37,10 +37,16 @@ class FakeOutput:
         self.fail_commit = False
         self.backpressure_waits = 0
 
+    @property
+    def producer(self) -> FakeOutput:  # the loop's fast path calls producer.produce(..., headers=...)
+        return self
+
+    def begin(self) -> None:
+        pass
+
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
-        if self.fail_produce_at is not None and len(self.pending) == self.fail_produce_at:
-            self.fail_produce_at = None
-            raise BatchAborted("produce: _STATE")
+        if self.fail_produce_at is not None and len(self.pending) >= self.fail_produce_at:
+            raise BatchAborted("produce: _STATE")  # until the abort, as librdkafka does
         self.pending.append((topic, value, key, headers))
 
     def commit(self, consumer: Any, offsets: list[TopicPartition], deadline: float, abort_deadline: float) -> None:
@@ -55,6 +61,7 @@ class FakeOutput:
     def abort(self, deadline: float) -> None:
         self.aborts += 1
         self.pending.clear()
+        self.fail_produce_at = None
 
     def poll(self) -> None:
         pass

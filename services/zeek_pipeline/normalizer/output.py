@@ -37,11 +37,12 @@ class KafkaOutput:
     def start(self, should_stop: Callable[[], bool]) -> bool:
         return not should_stop()
 
-    def _before_produce(self) -> None:
-        """Hook: begin the transaction lazily."""
+    def begin(self) -> None:
+        """Before producing a fetch's outputs: exactly-once begins its transaction here."""
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
-        self._before_produce()
+        """The careful path: waits while the queue is full, sorts errors (the loop's fast path falls back here)."""
+        self.begin()
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers)

@@ -117,7 +117,7 @@ class TransactionalOutput(KafkaOutput):
         self.delivery_failures.clear()
         self.producer = Producer(self._conf_for(self._generation))
 
-    def _before_produce(self) -> None:
+    def begin(self) -> None:
         if not self.in_transaction:
             try:
                 self.producer.begin_transaction()
