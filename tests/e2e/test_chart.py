@@ -646,3 +646,23 @@ def test_helm_package_carries_the_crd_and_schema_but_not_ci_values(helm: Run, tm
         assert packaged_crd is not None and packaged_crd.read() == CRD_FILE.read_bytes()
     assert {"zeek-pipeline/values.schema.json", "zeek-pipeline/templates/NOTES.txt"} <= names
     assert not [n for n in names if "/ci/" in n]
+
+
+HELM4_BIN = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline")) / \
+    "helm-v4.3.1" / "bin" / "helm"
+
+
+@pytest.mark.parametrize("values", VALUES_SETS, ids=values_id)
+def test_helm4_lints_and_renders_what_helm3_renders(helm: Run, tmp_path: Path, values: Path | None) -> None:
+    """Helm 4 (helm.sh/helm/v4, built from the Go module proxy into the cache path; skipped where absent)."""
+    helm4 = os.environ.get("HELM4") or (str(HELM4_BIN) if HELM4_BIN.exists() else None)
+    if helm4 is None:
+        pytest.skip(f"no Helm 4 binary ({HELM4_BIN}, or $HELM4)")
+    env = {**os.environ, **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
+    extra = ["--values", str(values)] if values else []
+    lint = subprocess.run([helm4, "lint", "--strict", str(CHART), *extra], env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert "1 chart(s) linted, 0 chart(s) failed" in ok(lint).stdout
+    rendered = subprocess.run([helm4, "template", "zp", str(CHART), "--namespace", "zeek", *extra], env=env,
+                              capture_output=True, text=True, check=False, timeout=120)
+    assert docs(ok(rendered).stdout) == docs(template(helm, values))

@@ -530,6 +530,12 @@ def test_image_entry_point_offers_every_subcommand_the_deployments_run(image_ven
     assert {"--liveness", "--namespace", "--all-namespaces", "--log-format"} <= flags
     for flag in flags:
         assert flag in operator_help.stdout, flag
+    # the uninstall hook's Job runs `python -c` with the kubernetes client
+    hook = (CHART / "templates" / "pipeline-uninstall-hook.yaml").read_text()
+    assert "- python\n" in hook and "from kubernetes import client, config" in hook
+    imported = subprocess.run([str(image_venv / "bin" / "python"), "-c", "from kubernetes import client, config"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert imported.returncode == 0, imported.stderr
 
 
 def test_wheel_built_by_uv_carries_the_entry_point(tmp_path: Path) -> None:
