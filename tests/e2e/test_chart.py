@@ -666,3 +666,35 @@ def test_helm4_lints_and_renders_what_helm3_renders(helm: Run, tmp_path: Path, v
     rendered = subprocess.run([helm4, "template", "zp", str(CHART), "--namespace", "zeek", *extra], env=env,
                               capture_output=True, text=True, check=False, timeout=120)
     assert docs(ok(rendered).stdout) == docs(template(helm, values))
+
+
+def test_helm_installs_the_crd_with_a_pipeline_on_a_fresh_cluster_and_keeps_it_on_uninstall(
+    kube: Any, tmp_path: Path
+) -> None:
+    """On an API server that has never seen the CRD, one `helm install` creates it (crds/) and then the
+    ZeekPipeline that needs it; `helm uninstall` deletes the release's objects but never the CRD."""
+    from tests.infra.kube import ControlPlane, run_kubectl
+
+    if not isinstance(kube, ControlPlane):
+        pytest.skip("needs a throw-away control plane (the session's cluster keeps its CRD)")
+    with ControlPlane(workdir=tmp_path / "fresh") as fresh:
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_kubectl(fresh.bin_dir, fresh.kubeconfig, *args)
+
+        env = {**os.environ, "KUBECONFIG": str(fresh.kubeconfig),
+               **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
+
+        def helm(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(fresh.bin_dir / "helm"), *args], env=env, capture_output=True, text=True,
+                                  timeout=180, check=False)
+
+        assert kubectl("get", "crd", CRD_NAME).returncode != 0
+        ok(helm("install", "zp", str(CHART), "-n", "zeek", "--create-namespace", "--set", "pipeline.enabled=true"))
+        assert ok(kubectl("get", "zp", "-n", "zeek", "-o", "name")).stdout.split() == [
+            "zeekpipeline.zeek-pipeline.io/zp-zeek-pipeline"]
+        # (no operator runs here, so the pipeline has no finalizer and the hook's pod could not run)
+        ok(helm("uninstall", "zp", "-n", "zeek", "--no-hooks", "--wait", "--timeout", "60s"))
+        assert ok(kubectl("get", "zp,deployments,roles,rolebindings,serviceaccounts", "-n", "zeek", "-o", "name"
+                          )).stdout.split() == ["serviceaccount/default"]
+        assert ok(kubectl("get", "crd", CRD_NAME, "-o", "name")).stdout.strip() == f"customresourcedefinition."\
+            f"apiextensions.k8s.io/{CRD_NAME}"
