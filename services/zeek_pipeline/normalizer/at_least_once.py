@@ -29,6 +29,9 @@ class AtLeastOnceOutput(KafkaOutput):
 
         Raises BatchAborted when some output was not delivered: the caller rewinds and the batch is produced
         again (its delivered part twice, which at-least-once allows)."""
+        stop = self._stop_deadline()
+        if stop is not None:
+            deadline = min(deadline, stop)
         remaining = self.producer.flush(FLUSH_STEP)
         while remaining and time.monotonic() < deadline:
             remaining = self.producer.flush(FLUSH_STEP)

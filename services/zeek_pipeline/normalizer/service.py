@@ -95,6 +95,7 @@ class NormalizerService:
         self._tp_bytes: dict[TopicPartitionKey, tuple[bytes, bytes]] = {}
         self._log_type_bytes: dict[str, bytes] = {}
         self._stop_deadline: float | None = None
+        self._stop_lock = threading.Lock()
         self._fatal: str | None = None
         self._next_lag = 0.0
         self._last_consume_error: tuple[str, float] = ("", 0.0)
@@ -195,6 +196,7 @@ class NormalizerService:
     def run(self) -> int:
         runtime = self.runtime
         runtime.install_signal_handlers()
+        threading.Thread(target=self._watch_stop, name="stop-watch", daemon=True).start()
         runtime.start()
         code = 0
         try:
@@ -456,29 +458,38 @@ class NormalizerService:
 
     # --- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> int:
-        """Stop fetching, finish the batch, commit, close; a watchdog bounds the whole of it."""
-        started = time.monotonic()
-        self._stop_deadline = started + self.shutdown_seconds * 0.7
-        self._start_watchdog(started + self.shutdown_seconds)
+        """Stop fetching, finish the batch, commit, close; the stop deadline bounds the whole of it."""
+        deadline = self._begin_stop()
         log.info("stopping: committing the open batch", extra={"context": {"records": self.batch.count}})
-        self._commit(self._stop_deadline, self._stop_deadline)
+        self._commit(deadline, deadline)
         return 0
 
-    def _start_watchdog(self, at: float) -> None:
-        def expire() -> None:
-            log.error("shutdown did not finish within %.0fs; exiting", self.shutdown_seconds)
-            logging.shutdown()
-            os._exit(0 if not self.batch and not self._fatal else 1)
+    def _watch_stop(self) -> None:
+        """From the signal on, the clock runs: every wait in the loop, the commit and the close respect it."""
+        self.runtime.stop_event.wait()
+        self._begin_stop()
 
-        timer = threading.Timer(max(0.0, at - time.monotonic()), expire)
-        timer.daemon = True
-        timer.start()
+    def _begin_stop(self) -> float:
+        """Set the stop deadline once (70% of shutdown_timeout for the work, the rest for closing) and arm a
+        watchdog that exits at shutdown_timeout whatever still blocks."""
+        with self._stop_lock:
+            if self._stop_deadline is None:
+                started = time.monotonic()
+                self._stop_deadline = started + self.shutdown_seconds * 0.7
+
+                def expire() -> None:
+                    log.error("shutdown did not finish within %.0fs; exiting", self.shutdown_seconds)
+                    logging.shutdown()
+                    os._exit(0 if not self.batch and not self._fatal else 1)
+
+                timer = threading.Timer(self.shutdown_seconds, expire)
+                timer.daemon = True
+                timer.start()
+            return self._stop_deadline
 
     def _close(self, code: int) -> None:
-        if self._stop_deadline is None:
-            started = time.monotonic()
-            self._stop_deadline = started + self.shutdown_seconds * 0.7
-            self._start_watchdog(started + self.shutdown_seconds)
+        self._begin_stop()
+        assert self._stop_deadline is not None
         if self._consumer is not None:
             try:
                 self._consumer.close()  # leaves the group; the revoke callback finds no open batch

@@ -138,6 +138,7 @@ class TransactionalOutput(KafkaOutput):
         backoff = 0.1
         producer = self.producer
         while True:
+            deadline = self._bounded(deadline)
             step = "commit_transaction" if offsets_sent else "send_offsets_to_transaction"
             try:
                 if not offsets_sent:
@@ -184,6 +185,7 @@ class TransactionalOutput(KafkaOutput):
         backoff = 0.1
         producer = self.producer
         while True:
+            deadline = self._bounded(deadline)
             try:
                 timeout = self._timeout(deadline)
                 guarded_call("abort_transaction", partial(producer.abort_transaction, timeout), timeout)
@@ -204,6 +206,11 @@ class TransactionalOutput(KafkaOutput):
         # Nothing is pending after a commit or abort; an open transaction is left for the broker to abort
         # (or for the next instance with this transactional.id to fence).
         self.producer.poll(0)
+
+    def _bounded(self, deadline: float) -> float:
+        """A shutdown in progress shortens every deadline to its own."""
+        stop = self._stop_deadline()
+        return deadline if stop is None else min(deadline, stop)
 
     @staticmethod
     def _timeout(deadline: float) -> float:
