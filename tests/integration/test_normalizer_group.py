@@ -47,6 +47,7 @@ def test_two_instances_share_partitions_and_hand_over_on_stop(kafka_bootstrap: s
         assert mine.isdisjoint(theirs) and mine | theirs == set(range(6))
         wait_produced(first, 1000)
         wait_produced(second, 1000)  # both do work
+        assert first.ready() == (200, "ready") and second.ready() == (200, "ready")
 
         assert first.terminate() == 0, first.tail()  # mid-stream: the publisher is still sending
         assert publisher.poll() is None

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -141,6 +142,14 @@ class Service:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as response:  # noqa: S310
             data: dict[str, object] = json.loads(response.read())
         return data
+
+    def ready(self) -> tuple[int, str]:
+        """/readyz: 200 when partitions are assigned and the broker answers, else 503 with the reason."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:  # noqa: S310
+                return response.status, response.read().decode().strip()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode().strip()
 
     def assigned(self) -> set[int]:
         with contextlib.suppress(OSError):
