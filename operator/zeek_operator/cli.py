@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     log_format = {"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN}
-    kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
+    kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format], log_prefix=args.log_format != "json")
     return asyncio.run(_main(args))
 
 

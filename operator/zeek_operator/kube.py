@@ -113,6 +113,19 @@ class Kube:
         )
         return "applied", applied
 
+    def ensure(self, body: Mapping[str, Any]) -> tuple[Literal["created", "exists"], dict[str, Any]]:
+        """Create when missing, never change it afterwards (a volume claim: size and class are the user's)."""
+        try:
+            return "created", self.create(body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        meta = body["metadata"]
+        existing = self.get(body["kind"], meta["namespace"], meta["name"])
+        if existing is None:  # deleted in between: the next reconcile creates it
+            raise ApiError(409, "Conflict", '{"message": "created and deleted concurrently"}')
+        return "exists", existing
+
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         result: dict[str, Any] = self.request(

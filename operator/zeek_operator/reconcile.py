@@ -228,7 +228,7 @@ def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace:
         child["metadata"]["namespace"] = namespace
         if child["kind"] != "PersistentVolumeClaim" or not spec.writer.storage.pvc.keep_on_delete:
             adopt(child, body)
-        action, live = kube.apply(child)
+        action, live = kube.ensure(child) if child["kind"] == "PersistentVolumeClaim" else kube.apply(child)
         record_applied(live)
         if action == "created":
             events.append(Event("Normal", "Created", f"{child['kind']} {child['metadata']['name']} created"))

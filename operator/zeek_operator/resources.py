@@ -472,7 +472,8 @@ def compute_status(
 ) -> dict[str, Any]:
     """The status subresource patch: conditions, per-component replicas, the printer-column summaries."""
     old_status = old_status or {}
-    desired = dict(desired or (desired_replicas(spec) if spec is not None else {}))
+    wanted = desired or (desired_replicas(spec) if spec is not None else {})
+    desired = {c: wanted[c] for c in COMPONENTS if c in wanted}  # stable order in messages
     conditions = compute_conditions(desired, deployments, problem)
     components: dict[str, Any] = {c: component_counts(deployments.get(c), want) for c, want in desired.items()}
     for component in COMPONENTS:
