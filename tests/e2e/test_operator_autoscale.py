@@ -1,0 +1,152 @@
+"""Lag-based autoscaling end to end: lag read from the real Kafka broker, decisions applied by the operator.
+
+A raw topic is filled and a consumer group is given committed offsets at 0 without consuming, so the
+lag is exactly what was produced. The operator (2 s timer) must scale the normalizer-enricher up, stop
+at maxReplicas, then at the partition count, wait out the cooldown between changes, and scale down when
+the lag is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tests.e2e.test_operator_lifecycle import (
+    Kubectl,
+    OperatorProcess,
+    apply,
+    events,
+    get,
+    install_crd,
+    install_rbac,
+    ok,
+    pipeline,
+    unique,
+    wait_for,
+)
+from tests.infra.topics import create_topic, end_offsets, produce
+from zeek_operator.autoscale import LagError, LagReader
+
+COOLDOWN = 6
+
+
+def set_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for a group that never consumes (retrying while the coordinator is still loading)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
+
+    def committed() -> bool:
+        result = admin.alter_consumer_group_offsets([request])[group].result(30)
+        return all(tp.error is None for tp in result.topic_partitions)
+
+    wait_for(f"offsets of {group} committed", committed, timeout=30, interval=0.5)
+
+
+@pytest.fixture(scope="module")
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = unique("zp-scale")
+    ok(kubectl("create", "namespace", name))
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Any, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[OperatorProcess]:
+    workdir = tmp_path_factory.mktemp("autoscale")
+    install_crd(kubectl)
+    process = OperatorProcess(install_rbac(kubectl, kube, namespace, workdir), namespace, workdir).start()
+    process.wait_log("acquired the lease")
+    yield process
+    assert process.stop() == 0, process.log()[-3000:]
+    assert "Traceback" not in process.log(), process.log()[-5000:]
+
+
+def test_lag_reader_reads_committed_lag_from_the_broker(kafka_bootstrap: str) -> None:
+    topic = create_topic(kafka_bootstrap, unique("lag"), partitions=3)
+    for partition in range(3):
+        produce(kafka_bootstrap, topic, [b"x"] * 100, partition=partition)
+    group = unique("group")
+    set_group_offsets(kafka_bootstrap, group, topic, {0: 0, 1: 50, 2: 100})
+    reader = LagReader({"bootstrap.servers": kafka_bootstrap})
+    lag = reader.read(group, topic)
+    assert (lag.partitions, lag.lag, lag.per_partition) == (3, 150, {0: 100, 1: 50, 2: 0})
+    # A group that never committed would start at the beginning: everything is lag.
+    assert reader.read(unique("fresh"), topic).lag == 300
+    with pytest.raises(LagError, match="missing|UNKNOWN"):
+        reader.read(group, unique("no-such-topic"))
+
+
+def scaling(kubectl: Kubectl, namespace: str, name: str, component: str) -> tuple[int, dict[str, Any]]:
+    deployment = get(kubectl, "deployment", f"{name}-{component}", namespace)
+    zp = get(kubectl, "zeekpipeline", name, namespace)
+    entry = (((zp or {}).get("status") or {}).get("autoscaling") or {}).get(component) or {}
+    return (deployment or {}).get("spec", {}).get("replicas", -1), entry
+
+
+def stamp(entry: dict[str, Any]) -> float:
+    return dt.datetime.fromisoformat(entry["lastScaleTime"].replace("Z", "+00:00")).timestamp()
+
+
+def test_scales_on_lag_within_max_and_partitions_with_cooldown(
+    kafka_bootstrap: str, kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    raw = create_topic(kafka_bootstrap, unique("raw"), partitions=4)
+    normalized = create_topic(kafka_bootstrap, unique("normalized"), partitions=2)
+    for partition in range(4):
+        produce(kafka_bootstrap, raw, [b'{"conn": {}}'] * 1000, partition=partition)
+    groups = {"normalizer": unique("norm"), "writer": unique("writer")}
+    set_group_offsets(kafka_bootstrap, groups["normalizer"], raw, dict.fromkeys(range(4), 0))
+    autoscaling = {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "targetLagPerReplica": 500,
+                   "cooldownSeconds": COOLDOWN}
+    spec = {
+        "kafka": {"bootstrapServers": [kafka_bootstrap], "topics": {"raw": raw, "normalized": normalized},
+                  "consumerGroups": groups},
+        "normalizer": {"replicas": 1, "autoscaling": autoscaling},
+        "writer": {"replicas": 1, "autoscaling": {**autoscaling, "maxReplicas": 8}},
+    }
+    name = unique("scale")
+    apply(kubectl, pipeline(name, spec), namespace=namespace)
+    reasons: list[str] = []
+
+    def replicas_are(count: int) -> dict[str, Any] | None:
+        replicas, entry = scaling(kubectl, namespace, name, "normalizer-enricher")
+        if entry.get("reason"):
+            reasons.append(entry["reason"])
+        return entry if replicas == count and entry.get("desiredReplicas") == count else None
+
+    # 4000 messages of lag / 500 per replica = 8 wanted, capped by maxReplicas 3.
+    first = wait_for("scale up to maxReplicas", lambda: replicas_are(3), timeout=30)
+    assert first["reason"].startswith("lag 4000, target 500/replica -> 8, capped by maxReplicas 3")
+    assert (first["lag"], first["partitions"]) == (4000, 4)
+    zp = get(kubectl, "zeekpipeline", name, namespace)
+    assert zp is not None and zp["status"]["lag"] == {groups["normalizer"]: 4000, groups["writer"]: 0}
+    assert zp["status"]["totalLag"] == 4000 and zp["status"]["lagError"] == ""
+    assert ok(kubectl("get", "zp", name, "-n", namespace)).stdout.splitlines()[1].split()[4] == "4000"
+    # No lag on the normalized topic: the writer stays at its minimum.
+    writer_replicas, writer = scaling(kubectl, namespace, name, "parquet-writer")
+    assert writer_replicas == 1 and writer["desiredReplicas"] == 1
+
+    # A higher maxReplicas: now the 4 partitions cap it, after the cooldown since the last change.
+    spec["normalizer"]["autoscaling"]["maxReplicas"] = 10
+    apply(kubectl, pipeline(name, spec), namespace=namespace)
+    second = wait_for("scale up to the partition count", lambda: replicas_are(4), timeout=30)
+    assert "capped by 4 partitions" in second["reason"]
+    assert stamp(second) - stamp(first) >= COOLDOWN
+    assert any("cooling down" in reason and "would scale up to 4" in reason for reason in reasons), reasons
+
+    # The group catches up (offsets committed at the end): lag 0 -> down to minReplicas after the cooldown.
+    set_group_offsets(kafka_bootstrap, groups["normalizer"], raw, end_offsets(kafka_bootstrap, raw))
+    third = wait_for("scale down to minReplicas", lambda: replicas_are(1), timeout=30)
+    assert "scaling down from 4 to 1" in third["reason"]
+    assert stamp(third) - stamp(second) >= COOLDOWN
+    scaled = [e for e in events(kubectl, namespace, name) if e["reason"] in ("ScaledUp", "ScaledDown")]
+    assert [e["reason"] for e in sorted(scaled, key=lambda e: e["firstTimestamp"] or e["eventTime"])] == [
+        "ScaledUp", "ScaledUp", "ScaledDown"], json.dumps(scaled)[:2000]
