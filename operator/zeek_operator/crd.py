@@ -2,6 +2,7 @@
 
     python -m zeek_operator.crd            # rewrite operator/crds/zeekpipelines.zeek-pipeline.io.yaml
     python -m zeek_operator.crd --check    # exit 1 when the committed file is stale
+    python -m zeek_operator.crd --reference  # the spec reference table of docs/operator.md
 
 The spec schema is pydantic's JSON schema made structural for Kubernetes: references inlined, no
 `additionalProperties: false` (the API server prunes and kubectl rejects unknown fields), `Optional` as a
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from zeek_operator.resources import MAX_NAME, NAME_PATTERN
 from zeek_operator.spec import PipelineSpec, SpecModel
 
 GROUP = "zeek-pipeline.io"
@@ -249,6 +251,13 @@ def build_crd() -> dict[str, Any]:
                     "description": "A Zeek log pipeline: Kafka -> normalizer-enricher -> parquet-writer, "
                                    "with a health dashboard.",
                     "required": ["spec"],
+                    # Children are named <name>-normalizer-enricher etc.; Service names must be DNS labels.
+                    "x-kubernetes-validations": [{
+                        "rule": f"size(self.metadata.name) <= {MAX_NAME} && "
+                                f"self.metadata.name.matches('{NAME_PATTERN}')",
+                        "message": f"metadata.name must be a DNS label of at most {MAX_NAME} characters "
+                                   "starting with a letter (the children append suffixes)",
+                    }],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
@@ -281,11 +290,60 @@ def render_yaml() -> str:
     return HEADER + str(yaml.dump(build_crd(), Dumper=Dumper, sort_keys=False, width=110, allow_unicode=True))
 
 
+def _constraints(prop: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in prop:
+        parts.append(" / ".join(f"`{v}`" for v in prop["enum"]))
+    low, high = prop.get("minimum"), prop.get("maximum")
+    if low is not None or high is not None:
+        opener = "(" if prop.get("exclusiveMinimum") else "["
+        parts.append(f"{opener}{'' if low is None else low}, {'' if high is None else high}]")
+    if prop.get("minItems"):
+        parts.append(f"at least {prop['minItems']}")
+    if prop.get("x-kubernetes-int-or-string"):
+        parts.append("quantity")
+    return ", ".join(parts)
+
+
+def _type(prop: dict[str, Any]) -> str:
+    if prop.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    kind = str(prop.get("type", "object"))
+    if kind == "array":
+        return f"list of {_type(prop.get('items') or {})}"
+    if kind == "object" and "additionalProperties" in prop:
+        return f"map of {_type(prop['additionalProperties'])}"
+    return kind
+
+
+def spec_reference() -> str:
+    """The spec as a Markdown table (docs/operator.md), straight from the generated schema."""
+    import json
+
+    rows = ["| Field | Type | Default | Allowed | Description |", "|---|---|---|---|---|"]
+
+    def walk(schema: dict[str, Any], path: str, required: bool) -> None:
+        default = None if schema.get("type") == "object" else schema.get("default")
+        shown = "required" if required else ("" if default is None else f"`{json.dumps(default)}`")
+        description = str(schema.get("description", "")).replace("|", "\\|")
+        rows.append(f"| `{path}` | {_type(schema)} | {shown} | {_constraints(schema)} | {description} |")
+        for name, prop in (schema.get("properties") or {}).items():
+            walk(prop, f"{path}.{name}", name in (schema.get("required") or []))
+
+    for name, prop in spec_schema()["properties"].items():
+        walk(prop, f"spec.{name}", name in (spec_schema().get("required") or []))
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when the committed CRD file is stale")
     parser.add_argument("--output", type=Path, default=CRD_FILE, help=f"default: {CRD_FILE}")
+    parser.add_argument("--reference", action="store_true", help="print the spec reference table (Markdown)")
     args = parser.parse_args(argv)
+    if args.reference:
+        sys.stdout.write(spec_reference())
+        return 0
     text = render_yaml()
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""

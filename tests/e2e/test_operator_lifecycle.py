@@ -483,3 +483,27 @@ def test_kopf_run_entry_point_works_too(kube: Any, kubectl: Kubectl, workdir: Pa
     finally:
         assert process.stop() == 0, process.log()[-3000:]
         kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_example_resource_from_the_readme_shows_in_kubectl_get(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    ok(kubectl("apply", "-n", namespace, "-f", str(ROOT / "zeekpipeline.yaml")))
+    zp = wait_for("the example pipeline's status", lambda: (z := get(kubectl, "zeekpipeline", "dev", namespace))
+                  and (z.get("status") or {}).get("writers") == "0/1" and z)
+    assert condition(zp, "Degraded")["status"] == "False"
+    table = ok(kubectl("get", "zp", "-n", namespace, "dev", "-o", "wide")).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "NORMALIZERS", "WRITERS", "LAG", "REASON", "AGE"]
+    assert table[1].split()[:4] == ["dev", "False", "0/1", "0/1"]
+    assert table[1].split()[4] == "ComponentsNotReady"  # LAG is empty: the dev Redpanda is not reachable here
+    ok(kubectl("delete", "-n", namespace, "-f", str(ROOT / "zeekpipeline.yaml"), "--wait=true", "--timeout=60s"))
+
+
+def test_names_too_long_for_the_children_are_rejected(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, minimal: dict[str, Any]
+) -> None:
+    for name in ("x" * 46, "9lives"):
+        result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                         input=json.dumps(pipeline(name, minimal)))
+        assert result.returncode != 0 and "metadata.name must be a DNS label" in result.stderr, result.stderr
+    ok(kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(pipeline("x" * 45, minimal))))

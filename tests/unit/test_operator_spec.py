@@ -131,3 +131,10 @@ def test_example_resources_are_valid_specs() -> None:
         for document in yaml.safe_load_all(path.read_text()):
             if document and document.get("kind") == "ZeekPipeline":
                 parse_spec(document["spec"])
+
+
+def test_docs_spec_reference_is_current() -> None:
+    text = (ROOT / "docs/operator.md").read_text()
+    start, end = "<!-- spec-reference:start -->\n", "<!-- spec-reference:end -->"
+    assert text[text.index(start) + len(start):text.index(end)] == crd.spec_reference(), \
+        "regenerate: python -m zeek_operator.crd --reference"
