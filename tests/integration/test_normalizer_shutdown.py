@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import topics
 from tests.infra.zeek_data import json_logs
 from tests.integration.test_normalizer_support import (
     FAST_GROUP,
@@ -41,7 +40,7 @@ def test_sigterm_mid_stream_exits_zero_with_every_handled_offset_committed(kafka
         assert code == 0, service.tail()
         assert took < SHUTDOWN_TIMEOUT, f"shutdown took {took:.1f}s"
 
-    committed = topics.committed_offsets(kafka_bootstrap, pipe.group, pipe.input)
+    committed = pipe.committed()
     assert 0 < sum(committed.values()) < total, "SIGTERM should land mid-stream"
     # Exactly the committed input range has its output, once each: nothing beyond, nothing missing.
     wanted = {(pipe.input, p, o) for p, end in committed.items() for o in range(end)}

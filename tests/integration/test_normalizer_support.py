@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tests.infra import topics
@@ -46,6 +46,7 @@ class Pipeline:
     status: str = ""
     group: str = ""
     services: list[Service] = field(default_factory=list)
+    publishers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def create(self) -> Pipeline:
         self.input = topics.create_topic(self.bootstrap, topics.unique_name(f"{self.name}-raw"), self.input_partitions)
@@ -91,21 +92,33 @@ class Pipeline:
         out.close()
         if not background:
             assert process.wait(300) == 0, (self.workdir / "publish.out").read_text()[-3000:]
+        self.publishers.append(process)
         return process
 
     def input_total(self) -> int:
         return sum(topics.end_offsets(self.bootstrap, self.input).values())
 
+    def committed(self) -> dict[int, int]:
+        """The group's committed offsets; retried while the group coordinator is still loading (a fresh or
+        restarted broker answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS for a moment)."""
+        for attempt in range(40):
+            try:
+                return topics.committed_offsets(self.bootstrap, self.group, self.input)
+            except KafkaException:
+                if attempt == 39:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
     def committed_total(self) -> int:
-        committed = topics.committed_offsets(self.bootstrap, self.group, self.input)
-        return sum(max(0, offset) for offset in committed.values())
+        return sum(max(0, offset) for offset in self.committed().values())
 
     def wait_all_committed(self, timeout: float = 120.0, alive: Service | None = None) -> None:
         """Until the group's committed offsets reach the input's end offsets on every partition."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ends = topics.end_offsets(self.bootstrap, self.input)
-            committed = topics.committed_offsets(self.bootstrap, self.group, self.input)
+            committed = self.committed()
             if all(committed.get(p, -1) == end for p, end in ends.items()):
                 return
             if alive is not None:
@@ -117,6 +130,10 @@ class Pipeline:
     def stop_all(self) -> None:
         for service in self.services:
             service.kill()
+        for process in self.publishers:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
 
 
 @dataclass
