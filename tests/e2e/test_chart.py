@@ -245,8 +245,17 @@ def test_rendered_manifests_pass_server_side_dry_run(
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_pass_server_side_dry_run(kubectl: Run, crd: str, namespace: str, path: Path) -> None:
-    result = ok(kubectl("apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", str(path),
-                        "-o", "json"))
+    # a file that names its namespaces (deploy/dev/redpanda.yaml: `redpanda`) needs them to exist for the
+    # dry-run of its namespaced objects; the others go to the test's namespace
+    named = {d["metadata"]["name"] for d in docs(path.read_text()) if d["kind"] == "Namespace"}
+    named |= {d["metadata"]["namespace"] for d in docs(path.read_text()) if d["metadata"].get("namespace")}
+    created = [ns for ns in sorted(named) if kubectl("create", "namespace", ns).returncode == 0]
+    try:
+        where = [] if named else ["-n", namespace]
+        result = ok(kubectl("apply", "--dry-run=server", "--validate=strict", *where, "-f", str(path), "-o", "json"))
+    finally:
+        for ns in created:
+            kubectl("delete", "namespace", ns, "--wait=false")
     applied = json.loads(result.stdout)
     objects = applied["items"] if applied.get("kind") == "List" else [applied]
     assert len(objects) == len(docs(path.read_text()))
@@ -623,6 +632,7 @@ def test_skaffold_renders_a_dev_setup_the_api_server_accepts(
     render = subprocess.run([skaffold, "render", "--offline=true", "--digest-source=tag", "-t", "dev", "-p", "kind",
                              "-n", namespace], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                             check=False)
+    # (-n is the release's namespace; Redpanda names its own: redpanda)
     rendered = docs(ok(render).stdout)
     kinds = sorted(doc["kind"] for doc in rendered)
     assert kinds.count("Deployment") == 2 and "ZeekPipeline" in kinds  # Redpanda and the operator
@@ -630,7 +640,13 @@ def test_skaffold_renders_a_dev_setup_the_api_server_accepts(
     assert operator["spec"]["template"]["spec"]["containers"][0]["image"] == "zeek-pipeline:dev"
     pipeline = next(d for d in rendered if d["kind"] == "ZeekPipeline")
     assert pipeline["spec"]["image"] == {"repository": "zeek-pipeline", "tag": "dev", "pullPolicy": "IfNotPresent"}
-    ok(kubectl("apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-", input=render.stdout))
+    assert {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"} == {namespace, "redpanda"}
+    created = kubectl("create", "namespace", "redpanda").returncode == 0
+    try:
+        ok(kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=render.stdout))
+    finally:
+        if created:
+            kubectl("delete", "namespace", "redpanda", "--wait=false")
 
 
 def test_helm_package_carries_the_crd_and_schema_but_not_ci_values(helm: Run, tmp_path: Path) -> None:
