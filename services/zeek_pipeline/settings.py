@@ -55,7 +55,11 @@ class KafkaSettings(_Section):
     max_poll_records: int = Field(1000, ge=1, le=100_000)
     security: KafkaSecurity = KafkaSecurity()
     # Passed verbatim to librdkafka (e.g. "socket.keepalive.enable": true); wins over derived settings.
+    # `librdkafka` reaches every client; the two below only consumers or only producers, so a consumer-only
+    # key such as session.timeout.ms does not make producers warn.
     librdkafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    librdkafka_consumer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    librdkafka_producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # Topic name -> Zeek log type, for topics that carry one type of untagged record.
     topic_log_types: dict[str, str] = Field(default_factory=dict)
 
@@ -180,7 +184,8 @@ class Settings(_Section):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able data, secrets masked (SecretStr dumps as '**********')."""
-        return self.model_dump(mode="json")
+        data: dict[str, Any] = self.model_dump(mode="json")
+        return data
 
 
 class SettingsError(ValueError):

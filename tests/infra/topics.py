@@ -131,7 +131,16 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        # A fresh or restarted broker answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS for a while.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+                break
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in committed}

@@ -1,4 +1,8 @@
-"""librdkafka configuration dictionaries derived from Settings; `kafka.librdkafka` passes through and wins."""
+"""librdkafka configuration dictionaries derived from Settings.
+
+`kafka.librdkafka` passes through to every client and wins over derived values; `kafka.librdkafka_consumer`
+and `kafka.librdkafka_producer` pass through to one kind of client only and win over both.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> dict[str, A
         "fetch.max.bytes": 16 * 1024 * 1024,
     })
     conf.update(settings.kafka.librdkafka)
+    conf.update(settings.kafka.librdkafka_consumer)
     conf.update(overrides)
     return conf
 
@@ -74,6 +79,7 @@ def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "message.max.bytes": settings.normalizer.max_message_bytes + 65_536,
     })
     conf.update(settings.kafka.librdkafka)
+    conf.update(settings.kafka.librdkafka_producer)
     conf.update(overrides)
     return conf
 

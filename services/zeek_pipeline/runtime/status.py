@@ -65,7 +65,10 @@ class StatusPublisher:
 
     def __init__(self, producer_conf: dict[str, Any], topic: str) -> None:
         conf = {key: value for key, value in producer_conf.items() if not key.startswith("transactional")}
-        conf.update({"linger.ms": 0, "enable.idempotence": True, "message.timeout.ms": 30_000})
+        conf.update({"linger.ms": 0, "enable.idempotence": True, "message.timeout.ms": 30_000,
+                     # librdkafka's own lines (connection refused during an outage) go through logging,
+                     # not raw to stderr.
+                     "logger": logging.getLogger("zeek_pipeline.librdkafka")})
         self.topic = topic
         self._producer = Producer(conf)
         self._failures = 0
