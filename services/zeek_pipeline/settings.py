@@ -250,7 +250,7 @@ def _parse_env_value(raw: str, annotation: Any) -> Any:
 def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Overlay ZEEK_PIPELINE_* variables on the file's data (environment wins)."""
     names = _env_names()
-    merged = json.loads(json.dumps(data))
+    merged: dict[str, Any] = json.loads(json.dumps(data))
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name not in names:
             continue
