@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,8 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 s3_server = s3_fixtures.s3_server
 
-# Small flushes, so that kills land in every step of many commits.
-BUSY = {"ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT": "1500", "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": "1",
+# Small, frequent flushes keep the flusher busy, so that kills land inside the commit protocol too.
+BUSY = {"ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT": "250", "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": "0.5",
         "ZEEK_PIPELINE_WRITE_FLUSH_BUFFER_MB": "0"}
 
 
@@ -59,20 +60,34 @@ def readyz(service: Service) -> tuple[int, str]:
 
 def kill_at_random_moments(lake: Lake, feeder: Feeder, kills: int, seed: int) -> None:
     rng = random.Random(seed)
+    progressed = mid_commit = 0
     for round_no in range(kills):
+        before = sum(lake.resume_offsets().values())
         writer = lake.start(f"writer-{round_no}", **BUSY)
-        if round_no % 2:
-            writer.wait_assigned(lake.partitions, timeout=60)  # half the kills mid-stream, half during start-up
-        time.sleep(rng.uniform(0.5, 4.0))
+        if round_no % 3 == 0:
+            time.sleep(rng.uniform(0.5, 4.0))  # at a random moment, start-up and recovery included
+        else:
+            writer.wait_assigned(lake.partitions, timeout=60)
+            deadline = time.monotonic() + rng.uniform(1.0, 4.0)
+            while time.monotonic() < deadline and not (round_no % 3 == 2 and lake.staged_files()):
+                time.sleep(0.002)  # every third kill lands while a flush has files in staging, if it can
         assert writer.process.poll() is None, writer.tail()
         writer.kill()  # SIGKILL
+        mid_commit += lake.staged_files() > 0
         lake.assert_reader_view_clean()  # whatever a reader lists now is final and complete
+        progressed += sum(lake.resume_offsets().values()) > before
     feeder.finish()
+    assert progressed >= 2, f"seed {seed}: the writer hardly ever wrote anything before it was killed"
+    logs = (lake.workdir / "log" / "parquet-writer.log").read_text(errors="replace")
+    sys.stderr.write(f"seed {seed}: {kills} kills, {progressed} after progress, {mid_commit} with files in "
+                     f"staging; recovery rolled forward {logs.count('rolling forward')} and back "
+                     f"{logs.count('rolling back')} files\n")
 
 
 def finish_and_check(lake: Lake, total: int) -> None:
     last = last_data_offsets(lake.bootstrap, lake.topic, total)
     writer = lake.start("writer-final", **BUSY)
+    writer.wait_assigned(lake.partitions, timeout=60)  # it recovered every partition (and handles SIGTERM now)
     lake.wait_written(last, timeout=150, alive=writer)
     assert writer.terminate() == 0, writer.tail()
     assert_exactly_once(lake, topic_coordinates(lake.bootstrap, lake.topic, total))
@@ -84,7 +99,7 @@ def test_sigkill_at_random_moments_writes_each_record_exactly_once(kafka_bootstr
     seed = random.randrange(1 << 30)
     lake = Lake(kafka_bootstrap, tmp_path, str(tmp_path / "lake")).create()
     with running(lake):
-        feeder = Feeder(kafka_bootstrap, lake.topic, real_stream(total), lake.partitions, pause=0.2)
+        feeder = Feeder(kafka_bootstrap, lake.topic, real_stream(total), lake.partitions, pause=0.5)
         feeder.start()
         kill_at_random_moments(lake, feeder, kills=6, seed=seed)
         finish_and_check(lake, total)
@@ -104,9 +119,9 @@ def test_sigkill_at_random_moments_on_s3_writes_each_record_exactly_once(kafka_b
     lake = Lake(kafka_bootstrap, tmp_path, f"s3://{bucket}/zeek", s3_env=s3_env,
                 filesystem=s3_server.filesystem()).create()
     with running(lake):
-        feeder = Feeder(kafka_bootstrap, lake.topic, real_stream(total), lake.partitions, pause=0.2)
+        feeder = Feeder(kafka_bootstrap, lake.topic, real_stream(total), lake.partitions, pause=0.5)
         feeder.start()
-        kill_at_random_moments(lake, feeder, kills=5, seed=seed)
+        kill_at_random_moments(lake, feeder, kills=6, seed=seed)
         finish_and_check(lake, total)
 
 

@@ -121,6 +121,12 @@ class Lake:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
         return [info.path.removeprefix(root + "/") for info in infos if info.type == pafs.FileType.File]
 
+    def staged_files(self) -> int:
+        """Files written but not yet committed or published right now (a flush is in its commit protocol)."""
+        fs, root = self._fs_and_root()
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/_zeek_staging", recursive=True, allow_not_found=True))
+        return sum(1 for info in infos if info.type == pafs.FileType.File)
+
     def dataset(self) -> ds.Dataset:
         """What a pyarrow reader discovers (it skips names starting with `_` or `.`); empty before any output."""
         fs, root = self._fs_and_root()

@@ -111,17 +111,17 @@ class PartitionState:
     seq: int = 0  # the latest committed record (0: none yet)
     next_offset: int | None = None  # None: nothing committed, start from Kafka's committed offset
     done: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-    _max_done: int = -1
+    max_done: int = -1  # the highest done offset: records above it need no range lookup
 
     def __post_init__(self) -> None:
         self._reindex()
 
     def _reindex(self) -> None:
-        self._max_done = max((ranges[-1][1] for ranges in self.done.values() if ranges), default=-1)
+        self.max_done = max((ranges[-1][1] for ranges in self.done.values() if ranges), default=-1)
 
     def is_done(self, log_type: str, offset: int) -> bool:
         """True when a record at `offset` of this log type is already in a committed file (skip on replay)."""
-        if offset > self._max_done:
+        if offset > self.max_done:
             return False
         ranges = self.done.get(log_type)
         if not ranges:
@@ -199,7 +199,10 @@ class CommitLog:
         state = PartitionState(self.topic, partition)
         keep: set[str] = set()
         if record is not None:
+            pending = set(self.storage.list_names(self.staging_dir(partition)))
             for staged in record.files:
+                if staged.staged.rsplit("/", 1)[-1] in pending:
+                    log.info("rolling forward committed file", extra={"context": {"file": staged.final}})
                 self.storage.publish(staged.staged, staged.final)
             keep = {f.staged for f in record.files}
             state.apply(record)

@@ -39,6 +39,21 @@ _LOG_TYPE_RE = re.compile(rb'"log_type":"([A-Za-z0-9_\-]{1,100})"')
 _names: dict[bytes, str] = {}
 
 
+_PREFIX = b'{"source":"zeek","log_type":"'  # how the normalizer-enricher (orjson) starts every document
+
+
+def route_fast(value: bytes) -> str:
+    """The log type of a message (UNROUTABLE when it has none): a prefix check and one slice for documents
+    of the normalizer-enricher and already seen log types, `route` for anything else."""
+    if value.startswith(_PREFIX):
+        end = value.find(b'"', 29, 140)
+        if end > 29:
+            name = _names.get(value[29:end])
+            if name is not None:
+                return name
+    return route(value)[0]
+
+
 def route(value: bytes | None) -> tuple[str, str | None]:
     """(log type, None) for a routable message, else (UNROUTABLE, reason)."""
     if not value:

@@ -1,50 +1,134 @@
-"""The writer without Kafka: per-partition state, buffers, flushes in commit order, retries, hand-over.
+"""The writer without Kafka: per-partition state, buffers, flushes in commit order, hand-over.
 
-The service feeds it consumed records and asks it to flush; the engine decides what is done and what
-the restart offset of each partition is. Keeping Kafka out makes the recovery logic testable by
-crashing it at every storage operation (tests/unit/test_writer_recovery.py).
+The service feeds it consumed records; the engine decides what is done and what each partition's restart
+offset is. Flushes run in a queue, in order: in the service on a worker thread (converting and writing
+Parquet release the GIL, so consumption goes on meanwhile), in tests inline (`threaded=False`), which lets
+tests/unit/test_writer_recovery.py crash it at every storage operation.
 
-Order per partition is strict: a flush is committed only after every earlier flush of that partition
-is published, so the latest commit record is the only one that can have files left to roll forward.
-When a flush fails (storage, DLQ) it waits in `pending`, no new flush starts, and `retry_pending()`
-resumes the queue in order.
+Order per partition is strict: a job commits only after every earlier job of the queue, and a job that
+fails (storage, DLQ) stays at the head and is retried, holding back the ones behind it. So the latest
+commit record of a partition is the only one that can have files left to roll forward, and a job's restart
+offset, taken when it is queued, never skips a record that is not written.
+
+Threads: the main thread owns the buffers, positions and the queue's tail (submit, cancel); the worker owns
+the queue's head and the commit log; finished jobs come back through `done` and are handled by the main
+thread in `collect()` (metrics, Kafka offsets, conflicts).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from zeek_pipeline.writer.buffers import Buffers, Segment
 from zeek_pipeline.writer.commitlog import CommitConflict, CommitLog, PartitionState
-from zeek_pipeline.writer.convert import route
+from zeek_pipeline.writer.convert import route_fast
 from zeek_pipeline.writer.dlq import DeadLetterError
-from zeek_pipeline.writer.flush import Flusher, FlushJob, FlushOutcome
+from zeek_pipeline.writer.flush import Cancelled, Flusher, FlushJob
 from zeek_pipeline.writer.storage import StorageError
 
 log = logging.getLogger("zeek_pipeline.writer.engine")
 
 MAX_DONE_RANGES = 256  # done ranges above a partition's restart offset before its oldest buffer is forced out
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
-Listener = Callable[[FlushJob, FlushOutcome], None]
+Listener = Callable[[FlushJob], None]
+
+
+class MessageLike(Protocol):
+    def error(self) -> object: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
 
 
 class WriterEngine:
-    def __init__(self, buffers: Buffers, commitlog: CommitLog, flusher: Flusher,
+    def __init__(self, buffers: Buffers, commitlog: CommitLog, flusher: Flusher, *, threaded: bool = False,
                  on_flushed: Listener | None = None) -> None:
         self.buffers = buffers
         self.commitlog = commitlog
         self.flusher = flusher
+        self.threaded = threaded
         self.on_flushed = on_flushed
         self.states: dict[int, PartitionState] = {}
         self.positions: dict[int, int] = {}  # next offset after the last consumed record, per partition
-        self.pending: deque[FlushJob] = deque()
-        self.last_error: Exception | None = None
+        self.queue: deque[FlushJob] = deque()  # submitted, not yet finished, in commit order
+        self.done: deque[FlushJob] = deque()  # finished (published, conflicted or cancelled), for collect()
+        self.last_error: Exception | None = None  # set while the queue's head keeps failing
         self.skipped = 0
         self.flush_reasons: dict[str, int] = {}
-        self.conflicts: set[int] = set()  # partitions dropped because another writer committed them
+        self._wake = threading.Condition()
+        self._running: FlushJob | None = None
+        self._stop = False
+        self._worker: threading.Thread | None = None
+        self._backoff = BACKOFF_MIN
+
+    # --- the worker ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.threaded and self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="flusher", daemon=True)
+            self._worker.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker = None
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self.queue and not self._stop:
+                    self._wake.wait(0.5)
+                if self._stop:
+                    return
+            if self.process():
+                self._backoff = BACKOFF_MIN
+                continue
+            with self._wake:  # the head failed: wait, then retry it (a submit does not cut the wait short)
+                self._wake.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def process(self) -> bool:
+        """Run queued jobs in order until the queue is empty (True) or the head fails (False, kept queued)."""
+        while self.queue:
+            job = self.queue[0]
+            if not job.cancelled:
+                self._running = job
+                try:
+                    self.flusher.run(job)
+                except (StorageError, DeadLetterError) as exc:
+                    self.last_error = exc
+                    return False
+                except Cancelled:
+                    pass
+                except CommitConflict as exc:
+                    log.error("another writer committed partition %d (%s): giving it up", job.partition, exc)
+                    job.conflict = True
+                    for other in list(self.queue):
+                        if other.partition == job.partition:
+                            other.cancelled = True
+                finally:
+                    self._running = None
+            self.queue.popleft()
+            self.done.append(job)
+            self.last_error = None
+        return True
+
+    @property
+    def failing(self) -> bool:
+        """The queue's head keeps failing: the service pauses consumption and reports degraded."""
+        return self.last_error is not None and bool(self.queue)
+
+    def retry(self) -> bool:
+        """Inline mode: retry the queue now (the worker retries by itself); True when it is empty."""
+        return not self.queue if self.threaded else self.process()
 
     # --- partitions ----------------------------------------------------------------------------------
     def recover(self, partition: int) -> PartitionState:
@@ -55,23 +139,65 @@ class WriterEngine:
         return state
 
     def forget(self, partitions: set[int]) -> int:
-        """Drop everything held for these partitions (revoked after draining, or lost); returns records dropped."""
+        """Drop everything held for these partitions (revoked after draining, or lost); returns records dropped.
+        Their queued jobs are cancelled: whatever they did not commit, the new owner replays."""
         dropped = 0
         for partition in partitions:
             dropped += self.buffers.drop_partition(partition)
             self.states.pop(partition, None)
             self.positions.pop(partition, None)
-        self.pending = deque(j for j in self.pending if j.partition not in partitions)
+        for job in list(self.queue):
+            if job.partition in partitions and not job.committed:
+                job.cancelled = True
+                dropped += job.segment.count
         return dropped
 
     # --- records -------------------------------------------------------------------------------------
+    def ingest(self, messages: Iterable[MessageLike], now: float,
+               on_error: Callable[[Any], None] | None = None) -> int:
+        """Buffer consumed messages (the hot loop); returns how many were ours. Records already in committed
+        files (a replay after a crash) are skipped by the done ranges of the commit log."""
+        states = self.states
+        positions = self.positions
+        segments = self.buffers.segments
+        add = self.buffers.add
+        consumed = 0
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if on_error is not None:
+                    on_error(err)
+                continue
+            partition = msg.partition()
+            offset = msg.offset()
+            if partition is None or offset is None:
+                continue
+            state = states.get(partition)
+            if state is None:
+                continue  # not (or no longer) ours
+            consumed += 1
+            positions[partition] = offset + 1
+            value = msg.value() or b""
+            log_type = route_fast(value)
+            if offset <= state.max_done and state.is_done(log_type, offset):
+                self.skipped += 1
+                continue
+            segment = segments.get((log_type, partition))
+            if segment is None:
+                add(log_type, partition, offset, value, now)
+            else:
+                segment.values.append(value)
+                segment.offsets.append(offset)
+                segment.nbytes += len(value)
+        return consumed
+
     def add(self, partition: int, offset: int, value: bytes | None, now: float) -> bool:
-        """Buffer one consumed record; False when it is not ours or already written (skipped on replay)."""
+        """One record at a time (tests, the offline path); False when not ours or already written."""
         state = self.states.get(partition)
         if state is None:
             return False
         self.positions[partition] = offset + 1
-        log_type, _reason = route(value)
+        log_type = route_fast(value or b"")
         if state.is_done(log_type, offset):
             self.skipped += 1
             return False
@@ -79,114 +205,112 @@ class WriterEngine:
         return True
 
     # --- flushing ------------------------------------------------------------------------------------
-    def next_offset(self, partition: int, job: FlushJob) -> int:
-        """The restart offset of a partition once `job` is committed: its oldest record still unwritten."""
-        candidates = [self.positions.get(partition, job.segment.last + 1)]
+    def submit(self, segment: Segment, reason: str) -> FlushJob:
+        """Queue the flush of a segment taken from the buffers (inline mode: run it now)."""
+        partition = segment.partition
+        candidates = [self.positions.get(partition, segment.last + 1)]
         buffered = self.buffers.min_offset(partition)
         if buffered is not None:
             candidates.append(buffered)
-        candidates.extend(j.segment.first for j in self.pending
-                          if j is not job and j.partition == partition and not j.committed)
-        return min(candidates)
+        job = FlushJob(segment, reason, min(candidates), self.states[partition])
+        self.flush_reasons[reason] = self.flush_reasons.get(reason, 0) + 1
+        with self._wake:
+            self.queue.append(job)
+            self._wake.notify_all()
+        if not self.threaded:
+            self.process()
+        return job
 
-    def run(self, job: FlushJob) -> bool:
-        """Advance one flush; True when published (or abandoned with its partition), False to retry later."""
-        partition = job.partition
-        state = self.states.get(partition)
-        if state is None:
-            return True  # the partition left us; its new owner replays what was not committed
-        try:
-            outcome = self.flusher.run(job, state, lambda: self.next_offset(partition, job))
-        except (StorageError, DeadLetterError) as exc:
-            self.last_error = exc
-            return False
-        except CommitConflict as exc:
-            log.error("another writer committed partition %d (%s): dropping it here", partition, exc)
-            self.conflicts.add(partition)
-            self.forget({partition})
-            return True
-        self.flush_reasons[job.reason] = self.flush_reasons.get(job.reason, 0) + 1
-        if self.on_flushed is not None:
-            self.on_flushed(job, outcome)
-        return True
+    def queued_memory(self) -> int:
+        return sum(job.memory for job in list(self.queue))
 
-    def flush(self, segment: Segment, reason: str) -> bool:
-        job = FlushJob(segment, reason)
-        if self.run(job):
-            self._bound_ranges(segment.partition)
-            return True
-        self.pending.append(job)
-        return False
+    def memory(self) -> int:
+        return self.buffers.memory + self.queued_memory()
+
+    def over_cap(self) -> bool:
+        return self.memory() > self.buffers.policy.max_memory
+
+    def flush_due(self, now: float) -> None:
+        """Queue what the policy asks for, then the largest buffers while over the memory cap."""
+        if self.failing:
+            return  # nothing new while the head fails; consumption is paused meanwhile
+        due = self.buffers.due(now)
+        while due:
+            for segment, reason in due:
+                if segment.key in self.buffers.segments:
+                    self.submit(self.buffers.take_due(segment, reason), reason)
+            due = self.buffers.due(now)  # what a count/size cut left behind may be due again
+        # Over the cap: hand the largest buffers to the flusher, but only while it holds less than a quarter
+        # of the cap in flight (moving buffers to the queue frees nothing by itself); the main loop then
+        # waits for room (backpressure) instead of consuming more.
+        cap = self.buffers.policy.max_memory
+        queued = self.queued_memory()
+        while self.buffers.segments and self.buffers.memory + queued > cap and queued < cap // 4:
+            largest = self.buffers.largest()
+            if largest is None:
+                break
+            queued += self.submit(self.buffers.take(largest.key), "memory").memory
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Backpressure: the worker is behind and the cap is reached; wait for it a little."""
+        deadline = time.monotonic() + timeout
+        while self.over_cap() and time.monotonic() < deadline and not self.failing:
+            time.sleep(0.01)
+
+    def collect(self) -> set[int]:
+        """Handle finished jobs on the main thread; returns the partitions whose restart offset advanced."""
+        advanced: set[int] = set()
+        conflicts: set[int] = set()
+        while self.done:
+            job = self.done.popleft()
+            if job.conflict:
+                conflicts.add(job.partition)
+            elif job.published and not job.cancelled:
+                advanced.add(job.partition)
+                if self.on_flushed is not None:
+                    self.on_flushed(job)
+        if conflicts:
+            self.forget(conflicts)
+        for partition in advanced - conflicts:
+            self._bound_ranges(partition)
+        return advanced - conflicts
 
     def _bound_ranges(self, partition: int) -> None:
         """A slow log type holds the restart offset back while fast ones run ahead; bound that distance."""
         state = self.states.get(partition)
-        if state is None or self.pending or state.range_count() <= MAX_DONE_RANGES:
+        if state is None or self.failing or state.range_count() <= MAX_DONE_RANGES:
+            return
+        if any(job.partition == partition for job in list(self.queue)):
             return
         oldest = self.buffers.oldest_of_partition(partition)
         if oldest is not None:
-            self.flush(self.buffers.take(oldest.key), "ranges")
-
-    def flush_due(self, now: float) -> bool:
-        """Flush what the policy asks for, then what the memory cap needs; False when a flush failed."""
-        if self.pending:
-            return False
-        due = self.buffers.due(now)
-        while due:
-            for segment, reason in due:
-                if segment.key in self.buffers.segments and not self.flush(self.buffers.take_due(segment, reason),
-                                                                           reason):
-                    return False
-            due = self.buffers.due(now)  # what a count/size cut left behind may be due again
-        while self.buffers.over_cap(self.pending_memory()):
-            largest = self.buffers.largest()
-            if largest is None:
-                break
-            if not self.flush(self.buffers.take(largest.key), "memory"):
-                return False
-        return True
-
-    def retry_pending(self) -> bool:
-        """Retry waiting flushes in order; True once none is left."""
-        while self.pending:
-            job = self.pending[0]
-            if not self.run(job):
-                return False
-            if self.pending and self.pending[0] is job:
-                self.pending.popleft()
-            self._bound_ranges(job.partition)
-        return True
-
-    def pending_memory(self) -> int:
-        return sum(job.memory for job in self.pending)
+            self.submit(self.buffers.take(oldest.key), "ranges")
 
     def drain(self, partitions: set[int], deadline: float, reason: str,
-              sleep: Callable[[float], None] = time.sleep, backoff: float = 0.5) -> set[int]:
+              sleep: Callable[[float], None] = time.sleep) -> set[int]:
         """Flush everything held for these partitions before `deadline`; returns the partitions that failed
-        (their new owner replays from the last commit). A partition stops at its first failure: flushing a
-        later buffer past a failed one would move the restart offset over records that were not written."""
-        failed: set[int] = set()
-
-        def attempt(job: FlushJob) -> bool:
-            while not self.run(job):
-                if time.monotonic() >= deadline:
-                    return False
-                sleep(min(backoff, max(deadline - time.monotonic(), 0.0)))
-            return True
-
-        for job in [j for j in self.pending if j.partition in partitions]:
-            if job.partition in failed:
-                continue
-            if attempt(job):
-                if job in self.pending:
-                    self.pending.remove(job)
-            else:
-                failed.add(job.partition)
-        for partition in sorted(partitions - failed):
+        (their jobs are cancelled and their new owner replays from the last commit)."""
+        for partition in sorted(partitions):
             for segment in sorted(self.buffers.of_partition(partition), key=lambda s: s.first):
-                if segment.key not in self.buffers.segments:
-                    break  # dropped meanwhile (commit conflict)
-                if not attempt(FlushJob(self.buffers.take(segment.key), reason)):
-                    failed.add(partition)
-                    break
+                self.submit(self.buffers.take(segment.key), reason)
+
+        def waiting() -> list[FlushJob]:
+            return [j for j in list(self.queue) if j.partition in partitions and not j.cancelled]
+
+        backoff = BACKOFF_MIN
+        while waiting() and time.monotonic() < deadline:
+            if self.threaded:
+                sleep(0.01)
+            elif not self.process():
+                sleep(min(backoff, max(deadline - time.monotonic(), 0.0)))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        failed = {job.partition for job in waiting()}
+        for job in waiting():
+            job.cancelled = True
+        running = self._running
+        while running is not None and running.partition in failed and self._running is running:
+            sleep(0.05)  # let a step in progress end before the partition is handed over
+        if failed and not self.threaded:
+            self.process()  # let cancelled jobs leave the queue
         return failed
+

@@ -26,6 +26,10 @@ from zeek_pipeline.writer.storage import Storage, StorageError, as_storage_error
 log = logging.getLogger("zeek_pipeline.writer.flush")
 
 
+class Cancelled(Exception):
+    """The job's partition was revoked or lost before the job was committed."""
+
+
 @dataclass(slots=True)
 class PlannedFile:
     final: str
@@ -34,10 +38,16 @@ class PlannedFile:
     last: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class FlushJob:
+    """One flush of one buffer. `next_offset` is the partition's restart offset once this job is committed,
+    taken when the job is created: every record of the partition below it is in this job, in a job queued
+    before it (committed first: jobs run in order), or already written."""
+
     segment: Segment
     reason: str
+    next_offset: int
+    state: PartitionState
     rejects: tuple[Reject, ...] = ()
     files: list[PlannedFile] | None = None  # None until converted
     deliveries: list[Delivery | None] = field(default_factory=list)
@@ -47,6 +57,9 @@ class FlushJob:
     published: bool = False
     attempts: int = 0
     staged: list[StagedFile] = field(default_factory=list)
+    cancelled: bool = False  # the partition left this writer: do not commit
+    conflict: bool = False  # another writer committed the partition meanwhile
+    outcome: FlushOutcome | None = None
 
     @property
     def partition(self) -> int:
@@ -164,9 +177,11 @@ class Flusher:
                 pass
 
     # --- the whole flush -----------------------------------------------------------------------------
-    def run(self, job: FlushJob, state: PartitionState, next_offset: Callable[[], int]) -> FlushOutcome:
-        """Advance the job to published; raises StorageError/DeadLetterError/CommitConflict to retry later."""
+    def run(self, job: FlushJob) -> FlushOutcome:
+        """Advance the job to published; raises StorageError/DeadLetterError to retry later, CommitConflict
+        when another writer owns the partition now."""
         job.attempts += 1
+        state = job.state
         if job.files is None:
             self._convert(job)
         if job.rejects and not job.dlq_done:
@@ -177,8 +192,11 @@ class Flusher:
             self._stage(job, seq)
             if job.record is None:
                 job.record = self.commitlog.new_record(
-                    state, log_type=seg.log_type, first=seg.first, last=seg.last, next_offset=next_offset(),
+                    state, log_type=seg.log_type, first=seg.first, last=seg.last, next_offset=job.next_offset,
                     files=job.staged, dead_lettered=len(job.rejects))
+            if job.cancelled:
+                self._discard(job.staged)
+                raise Cancelled(f"{seg.log_type} p{job.partition}: the partition left this writer")
             self.commitlog.commit(job.record)
             state.apply(job.record)
             job.committed = True
@@ -192,6 +210,7 @@ class Flusher:
             if job.record.seq % 16 == 0:
                 self.commitlog.prune(job.partition)
         record = job.record
-        return FlushOutcome(record, sum(f.rows for f in record.files), len(record.files),
-                            sum(f.bytes for f in record.files), len(job.rejects))
+        job.outcome = FlushOutcome(record, sum(f.rows for f in record.files), len(record.files),
+                                   sum(f.bytes for f in record.files), len(job.rejects))
+        return job.outcome
 

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, TopicPartition
 
 from zeek_pipeline.kafka import config as kafka_config
 from zeek_pipeline.runtime.service import ServiceRuntime
@@ -28,7 +28,7 @@ from zeek_pipeline.writer.commitlog import CommitLog, CorruptCommitLog, Partitio
 from zeek_pipeline.writer.convert import Converter
 from zeek_pipeline.writer.dlq import DeadLetters
 from zeek_pipeline.writer.engine import WriterEngine
-from zeek_pipeline.writer.flush import Flusher, FlushJob, FlushOutcome
+from zeek_pipeline.writer.flush import Flusher, FlushJob
 from zeek_pipeline.writer.parquet_file import ParquetOptions
 from zeek_pipeline.writer.storage import Storage, StorageError
 
@@ -36,7 +36,7 @@ COMPONENT = "parquet-writer"
 log = logging.getLogger(f"zeek_pipeline.{COMPONENT}")
 
 POLL_SECONDS = 0.5
-BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # recovery retries at assignment
 REVOKE_BUDGET_SECONDS = 30.0
 SHUTDOWN_BUDGET_SECONDS = 30.0
 RECOVERY_BUDGET_SECONDS = 120.0  # output unreachable at assignment for longer: exit, Kubernetes restarts us
@@ -63,31 +63,28 @@ class WriterService:
                           file_prefix=settings.output.parquet.file_prefix, topic=self.topic,
                           on_file=self.metrics.file_written)
         self.engine = WriterEngine(Buffers(FlushPolicy.from_settings(settings.write)), commitlog, flusher,
-                                   on_flushed=self._on_flushed)
+                                   threaded=True, on_flushed=self._on_flushed)
         self.consumer: Consumer | None = None
         self.paused = False
-        self._backoff = BACKOFF_MIN
-        self._retry_at = 0.0
         self._next_lag = 0.0
-        self._to_commit: set[int] = set()
 
     # --- monitoring ----------------------------------------------------------------------------------
     def _health_extra(self) -> dict[str, Any]:
         totals = self.metrics.totals()
         return {"flushes": totals["flushes"], "files": totals["files"],
                 "written_mb": round(totals["bytes_written"] / 1e6, 1), "buffered": self.engine.buffers.count,
-                "pending_flushes": len(self.engine.pending)}
+                "queued_flushes": len(self.engine.queue)}
 
     def _status_extra(self) -> dict[str, Any]:
         engine = self.engine
         return {"storage": self.storage.url, "buffered_records": engine.buffers.count,
-                "open_buffers": len(engine.buffers.segments), "pending_flushes": len(engine.pending),
+                "open_buffers": len(engine.buffers.segments), "pending_flushes": len(engine.queue),
                 "paused": self.paused, "skipped_on_replay": engine.skipped, "flush_reasons": dict(engine.flush_reasons),
                 "partitions": {str(p): {"seq": s.seq, "resume_at": s.next_offset} for p, s in engine.states.items()}}
 
     def _update_gauges(self) -> None:
         engine = self.engine
-        self.metrics.set_buffer(round(engine.buffers.usage_pct(engine.pending_memory()), 1))
+        self.metrics.set_buffer(round(engine.buffers.usage_pct(engine.queued_memory()), 1))
         now = time.monotonic()
         if self.consumer is None or now < self._next_lag:
             return
@@ -101,13 +98,12 @@ class WriterService:
             if high >= 0 and position is not None:
                 self.metrics.set_lag(self.topic, partition, max(high - position, 0))
 
-    def _on_flushed(self, job: FlushJob, outcome: FlushOutcome) -> None:
+    def _on_flushed(self, job: FlushJob) -> None:
         self.metrics.add("flushes")
-        self.metrics.add("produced", outcome.rows)
+        self.metrics.add("produced", job.outcome.rows if job.outcome else 0)
         for reject in job.rejects:
             source = f"{self.topic}/{job.partition}@{job.segment.offsets[reject.index]}"
             self.metrics.reject(reject.reason, reject.detail, source)
-        self._to_commit.add(job.partition)
 
     # --- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -123,20 +119,19 @@ class WriterService:
                                                  "output": self.storage.url}})
         batch_size = self.settings.writer.batch_size
         engine = self.engine
+        engine.start()
         try:
             while not runtime.stop_requested:
-                if engine.pending and time.monotonic() >= self._retry_at:
-                    if engine.retry_pending():
-                        self._recovered()
-                    else:
-                        self._degraded()
+                self._after_flushes()
+                if engine.over_cap() and not engine.failing:
+                    engine.wait_for_room(POLL_SECONDS)  # backpressure: the flusher is behind
+                    runtime.tick()
+                    continue
                 messages = self.consumer.consume(batch_size, POLL_SECONDS)
                 if messages:
                     runtime.broker_ok()
-                    self._ingest(messages)
-                if not engine.pending and not engine.flush_due(time.monotonic()):
-                    self._degraded()
-                self._commit_offsets(asynchronous=True)
+                    self.metrics.add("consumed", engine.ingest(messages, time.monotonic(), runtime.on_kafka_error))
+                engine.flush_due(time.monotonic())
                 self._update_gauges()
                 runtime.tick()
         except (CorruptCommitLog, RecoveryTimeout, KafkaException) as exc:
@@ -148,40 +143,29 @@ class WriterService:
             runtime.close()
         return 1 if runtime.fatal_error else 0
 
-    def _ingest(self, messages: list[Message]) -> None:
-        now = time.monotonic()
-        add = self.engine.add
-        consumed = 0
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001
-                    self.runtime.on_kafka_error(err)
-                continue
-            partition = msg.partition()
-            offset = msg.offset()
-            if partition is None or offset is None:
-                continue
-            consumed += 1
-            add(partition, offset, msg.value(), now)
-        self.metrics.add("consumed", consumed)
+    def _after_flushes(self) -> None:
+        """Finished flushes: commit their offsets to Kafka; pause/resume on the flusher's health."""
+        engine = self.engine
+        if engine.failing:
+            self._degraded()
+        elif self.paused or self.runtime.state == "degraded":
+            self._recovered()
+        self._commit_offsets(engine.collect(), asynchronous=True)
 
     # --- degraded mode -------------------------------------------------------------------------------
     def _degraded(self) -> None:
         exc = self.engine.last_error
         no_space = isinstance(exc, StorageError) and exc.no_space
-        reason = f"{'disk full' if no_space else 'output unavailable'}: {exc}"
-        self.metrics.error(reason)
+        reason = f"{'disk full' if no_space else 'output unavailable'}: {exc}"[:500]
+        if reason != self.runtime.reason:
+            self.metrics.error(reason)
         if not self.paused:
-            log.warning("flush failed: consumption paused, buffers kept, retrying",
+            log.warning("flush failed: consumption paused, buffers kept, retrying with backoff",
                         extra={"context": {"error": str(exc)[:300]}})
-        self.runtime.set_state("degraded", reason[:500])
+        self.runtime.set_state("degraded", reason)
         self._pause()
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     def _recovered(self) -> None:
-        self._backoff = BACKOFF_MIN
         if self.paused:
             log.info("output writable again: consumption resumed")
         self._resume()
@@ -204,15 +188,13 @@ class WriterService:
             self.consumer.resume(assignment)
         self.paused = False
 
-    def _commit_offsets(self, partitions: set[int] | None = None, *, asynchronous: bool) -> None:
+    def _commit_offsets(self, partitions: set[int], *, asynchronous: bool) -> None:
         """Commit the commit log's restart offsets to Kafka (for lag monitoring and tools; the log is the truth)."""
-        wanted = self._to_commit if partitions is None else partitions
-        if self.consumer is None or not wanted:
+        if self.consumer is None or not partitions:
             return
         states = self.engine.states
-        offsets = [TopicPartition(self.topic, p, state.next_offset) for p in sorted(wanted)
+        offsets = [TopicPartition(self.topic, p, state.next_offset) for p in sorted(partitions)
                    if (state := states.get(p)) is not None and state.next_offset is not None]
-        self._to_commit -= wanted
         if not offsets:
             return
         try:
@@ -251,7 +233,7 @@ class WriterService:
         consumer.incremental_assign(assigned)
         if self.paused and assigned:
             consumer.pause(assigned)
-        if not self.engine.pending and self.runtime.state == "degraded":
+        if not self.engine.failing and self.runtime.state == "degraded":
             self.runtime.set_state("ok")
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
 
@@ -259,6 +241,7 @@ class WriterService:
         revoked = {tp.partition for tp in partitions} & set(self.engine.states)
         if revoked:
             failed = self.engine.drain(revoked, time.monotonic() + REVOKE_BUDGET_SECONDS, "rebalance")
+            self.engine.collect()
             if failed:
                 log.warning("revoked partitions %s not fully flushed; their new owner replays from the last commit",
                             sorted(failed))
@@ -279,8 +262,7 @@ class WriterService:
 
     def _forget(self, partitions: set[int]) -> int:
         dropped = self.engine.forget(partitions)
-        self._to_commit -= partitions
-        if not self.engine.pending:
+        if not self.engine.failing:
             self._recovered()
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
         return dropped
@@ -297,10 +279,12 @@ class WriterService:
             if failed:
                 log.warning("shutdown: partitions %s not fully flushed; they replay from their last commit",
                             sorted(failed))
+            self.engine.collect()
             self.consumer = consumer
             self._commit_offsets(partitions - failed, asynchronous=False)
             self.consumer = None
         self.engine.forget(partitions)  # the revoke callback during close() finds nothing left to flush
+        self.engine.stop()
         try:
             consumer.close()
         except (KafkaException, RuntimeError) as exc:
