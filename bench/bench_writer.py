@@ -13,7 +13,8 @@ all). Then, each in its own process with a fresh consumer group:
 
 events/s = records / seconds from the first consumed record to the last one durable (process start-up and
 group join are left out; the backlog, ~4x the corpus, is larger than write.max_memory_mb, so the writer runs
-in its steady state: buffers at the cap, flushes on the worker thread while it consumes). MB/s written = Parquet bytes / the same seconds. Peak RSS from /proc (VmHWM).
+in its steady state: buffers at the cap, flushes on the worker thread while it consumes). MB/s written =
+Parquet bytes / the same seconds. Peak RSS from /proc (VmHWM).
 Files per hour: the run's own count says little (a backlog replays 2018 and 2024 hours in seconds), so it is
 computed for live traffic from the measured mix: each (log type, partition) buffer flushes when it reaches
 flush_buffer_mb or its oldest record is flush_interval_seconds old, one file per flush (one event hour).
