@@ -187,3 +187,20 @@ def test_an_unreachable_dlq_holds_the_flush_until_it_is_back(tmp_path: Path) -> 
     assert [(d["partition"], d["offset"], d["reason"]) for d in dlq.acknowledged] == [(1, 7, "invalid_json")]
     latest = CommitLog(storage, TOPIC).latest(1)
     assert latest is not None and latest.next_offset == 30
+
+
+def test_a_commit_conflict_gives_the_partition_up_until_it_is_recovered_again(tmp_path: Path) -> None:
+    storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
+    engine = engine_on(storage, dlq)
+    engine.recover(0)
+    for offset in range(30):
+        engine.add(0, offset, STREAM[0][offset], 0.0)
+    # another writer took the partition over and committed its next record first
+    other = CommitLog(storage, TOPIC, "other")
+    theirs = other.new_record(other.recover(0), log_type="dns", first=0, last=29, next_offset=30, files=[])
+    other.commit(theirs)
+    engine.flush_due(100.0)
+    assert engine.collect() == set()
+    assert engine.conflicts == {0} and 0 not in engine.states and engine.buffers.count == 0
+    assert CommitLog(storage, TOPIC).latest(0) == theirs  # nothing of ours was committed over theirs
+    assert engine.recover(0).next_offset == 30  # what the service does next: resume after their commit

@@ -61,6 +61,7 @@ class WriterEngine:
         self.last_error: Exception | None = None  # set while the queue's head keeps failing
         self.skipped = 0
         self.flush_reasons: dict[str, int] = {}
+        self.conflicts: set[int] = set()  # partitions another writer committed: the service re-recovers them
         self._wake = threading.Condition()
         self._running: FlushJob | None = None
         self._stop = False
@@ -131,8 +132,15 @@ class WriterEngine:
         return not self.queue if self.threaded else self.process()
 
     # --- partitions ----------------------------------------------------------------------------------
-    def recover(self, partition: int) -> PartitionState:
-        """Take over a partition: roll its commit log forward/back and return where to resume (StorageError)."""
+    def recover(self, partition: int, wait: float = 60.0) -> PartitionState:
+        """Take over a partition: roll its commit log forward/back and return where to resume (StorageError).
+        Jobs of an earlier ownership of the partition (cancelled) leave the queue first, so none of them
+        can commit behind the recovered state's back."""
+        deadline = time.monotonic() + wait
+        while self.threaded and time.monotonic() < deadline and (
+                any(job.partition == partition for job in list(self.queue))
+                or (self._running is not None and self._running.partition == partition)):
+            time.sleep(0.01)
         state = self.commitlog.recover(partition)
         self.states[partition] = state
         self.positions.pop(partition, None)
@@ -271,6 +279,7 @@ class WriterEngine:
                     self.on_flushed(job)
         if conflicts:
             self.forget(conflicts)
+            self.conflicts |= conflicts
         for partition in advanced - conflicts:
             self._bound_ranges(partition)
         return advanced - conflicts

@@ -151,6 +151,23 @@ class WriterService:
         elif self.paused or self.runtime.state == "degraded":
             self._recovered()
         self._commit_offsets(engine.collect(), asynchronous=True)
+        if engine.conflicts:
+            self._rejoin(engine.conflicts)
+            engine.conflicts.clear()
+
+    def _rejoin(self, partitions: set[int]) -> None:
+        """Another writer committed a partition we hold (a race at hand-over): re-read its commit log and
+        continue after what that writer wrote, or drop it if Kafka has taken it from us meanwhile."""
+        if self.consumer is None:
+            return
+        assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
+        for partition in sorted(partitions & assigned):
+            state = self._recover(partition)
+            if state.next_offset is not None:
+                self.consumer.seek(TopicPartition(self.topic, partition, state.next_offset))
+            log.warning("partition re-read from its commit log after a conflict", extra={"context": {
+                "partition": partition, "seq": state.seq, "resume_at": state.next_offset}})
+        self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
 
     # --- degraded mode -------------------------------------------------------------------------------
     def _degraded(self) -> None:
