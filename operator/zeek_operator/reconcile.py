@@ -331,10 +331,10 @@ def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
     events: list[Event] = []
     lags: dict[str, GroupLag] = {}
     if problem is None:
-        reader = reader_factory(admin_config(spec, secrets))
-        errors = []
-        if spec.kafka.create_topics.enabled:
-            errors += _create_topics(spec, admin_config(spec, secrets), events, extra)
+        conf = admin_config(spec, secrets)
+        reader = reader_factory(conf)
+        errors: list[str] = []
+        reachable = True
         for component, (group, topic) in {
             "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw),
             "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized),
@@ -344,8 +344,11 @@ def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
             except LagError as exc:
                 errors.append(str(exc))
                 if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
-                    _readers.pop(_reader_key(admin_config(spec, secrets)), None)
+                    _readers.pop(_reader_key(conf), None)
+                    reachable = False
                     break
+        if spec.kafka.create_topics.enabled and reachable:
+            errors += _create_topics(spec, conf, events, extra)  # their lag is read from the next tick on
         extra["lagError"] = "; ".join(errors)
         if lags:
             extra["lag"] = {lag.group: lag.lag for lag in lags.values()}

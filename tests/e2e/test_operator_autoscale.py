@@ -150,3 +150,29 @@ def test_scales_on_lag_within_max_and_partitions_with_cooldown(
     scaled = [e for e in events(kubectl, namespace, name) if e["reason"] in ("ScaledUp", "ScaledDown")]
     assert [e["reason"] for e in sorted(scaled, key=lambda e: e["firstTimestamp"] or e["eventTime"])] == [
         "ScaledUp", "ScaledUp", "ScaledDown"], json.dumps(scaled)[:2000]
+
+
+def test_missing_topics_are_created_when_asked(
+    kafka_bootstrap: str, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    topics = {"raw": unique("raw"), "normalized": unique("norm"), "dlq": unique("dlq"), "status": unique("status")}
+    spec = {"kafka": {"bootstrapServers": [kafka_bootstrap], "topics": topics,
+                      "createTopics": {"enabled": True, "partitions": 3}}}
+    name = unique("topics")
+    apply(kubectl, pipeline(name, spec), namespace=namespace)
+    zp = wait_for("topicsCreated in the status", lambda: (z := get(kubectl, "zeekpipeline", name, namespace))
+                  and (z.get("status") or {}).get("topicsCreated") and z, timeout=30)
+    assert sorted(zp["status"]["topicsCreated"]) == sorted(topics.values())
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    metadata = admin.list_topics(timeout=10).topics
+    assert {t: len(metadata[t].partitions) for t in topics.values()} == {
+        topics["raw"]: 3, topics["normalized"]: 3, topics["dlq"]: 3, topics["status"]: 1}
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, topics["status"])
+    config = admin.describe_configs([resource])[resource].result(10)
+    assert config["cleanup.policy"].value == "compact"
+    assert "TopicsCreated" in {e["reason"] for e in events(kubectl, namespace, name)}
+    # From the next tick on the lag of the new (empty) topics is read.
+    wait_for("lag of the created topics", lambda: ((get(kubectl, "zeekpipeline", name, namespace) or {})
+                                                   .get("status") or {}).get("totalLag") == 0, timeout=30)
