@@ -128,6 +128,15 @@ def feed(bootstrap: str, topic: str, docs: list[bytes], repeat: int) -> int:
     return count
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process, all threads (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -149,14 +158,16 @@ def env_for(bootstrap: str, topic: str, workdir: Path, **extra: str) -> dict[str
 def run_bare(bootstrap: str, topic: str, total: int, workdir: Path) -> dict[str, Any]:
     env = env_for(bootstrap, topic, workdir, BENCH_TOTAL=str(total))
     process = subprocess.Popen([sys.executable, __file__, "bare"], env=env, stdout=subprocess.PIPE, cwd=workdir)
-    peak = 0.0
+    peak = cpu = 0.0
     while process.poll() is None:
         peak = max(peak, peak_rss_mb(process.pid) or 0.0)
-        time.sleep(0.1)
+        cpu = cpu_seconds(process.pid) or cpu
+        time.sleep(0.05)
     out = json.loads(process.stdout.read() if process.stdout else b"{}")
     seconds = out["last"] - out["first"]
     return {"events_per_second": round(out["records"] / seconds), "seconds": round(seconds, 2),
             "records": out["records"], "input_mb_per_second": round(out["bytes"] / seconds / 1e6, 1),
+            "events_per_cpu_second": round(out["records"] / cpu) if cpu else None,
             "peak_rss_mb": round(peak, 1), "exit_code": process.returncode,
             "last_offsets": {int(p): o for p, o in out["last_offsets"].items()}}
 
@@ -188,10 +199,11 @@ def run_writer(bootstrap: str, topic: str, total: int, workdir: Path, last_offse
     process = subprocess.Popen([str(ZEEK), "parquet-writer", "--config", str(CONFIG)], env=env, stdout=log,
                                stderr=subprocess.STDOUT, cwd=workdir)
     first = last = 0.0
-    peak = 0.0
+    peak = cpu = 0.0
     stopped = False
     while process.poll() is None:
         peak = max(peak, peak_rss_mb(process.pid) or 0.0)
+        cpu = cpu_seconds(process.pid) or cpu
         if not stopped:
             state = status(port)
             consumed = state["totals"]["consumed"] if state else 0
@@ -210,7 +222,8 @@ def run_writer(bootstrap: str, topic: str, total: int, workdir: Path, last_offse
     seconds = last - first
     return {"events_per_second": round(total / seconds), "seconds": round(seconds, 2), "records": total,
             "written_mb_per_second": round(written / seconds / 1e6, 2), "parquet_mb": round(written / 1e6, 1),
-            "files": len(files), "peak_rss_mb": round(peak, 1), "exit_code": process.returncode}
+            "files": len(files), "events_per_cpu_second": round(total / cpu) if cpu else None,
+            "peak_rss_mb": round(peak, 1), "exit_code": process.returncode}
 
 
 def files_per_hour(mix: Counter[str], sizes: dict[str, float], rate: float) -> int:
@@ -238,6 +251,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["bare"]:
         return bare()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="bare and writer runs, interleaved; the best round of each counts (default 2)")
     parser.add_argument("--repeat", type=int, default=4,
                         help="times the real corpus is replayed (default 4: a backlog beyond write.max_memory_mb)")
     args = parser.parse_args(argv)
@@ -255,10 +270,19 @@ def main(argv: list[str]) -> int:
         create_topic(broker.bootstrap, "zeek-pipeline-status", 1, {"cleanup.policy": "compact"})
         create_topic(broker.bootstrap, "zeek-dlq", 1)
         total = feed(broker.bootstrap, topic, docs, args.repeat)
-        (workdir / "bare").mkdir()
-        (workdir / "writer").mkdir()
-        bare_result = run_bare(broker.bootstrap, topic, total, workdir / "bare")
-        writer_result = run_writer(broker.bootstrap, topic, total, workdir / "writer", bare_result.pop("last_offsets"))
+        bare_rounds: list[dict[str, Any]] = []
+        writer_rounds: list[dict[str, Any]] = []
+        for round_no in range(args.rounds):
+            (workdir / f"bare{round_no}").mkdir()
+            (workdir / f"writer{round_no}").mkdir()
+            bare_rounds.append(run_bare(broker.bootstrap, topic, total, workdir / f"bare{round_no}"))
+            last_offsets = bare_rounds[-1].pop("last_offsets")
+            writer_rounds.append(run_writer(broker.bootstrap, topic, total, workdir / f"writer{round_no}",
+                                            last_offsets))
+            shutil.rmtree(workdir / f"writer{round_no}" / "lake", ignore_errors=True)
+        # a shared machine only ever slows a run down: the best round of each is the measure
+        bare_result = max(bare_rounds, key=lambda r: r["events_per_second"])
+        writer_result = max(writer_rounds, key=lambda r: r["events_per_second"])
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -270,15 +294,17 @@ def main(argv: list[str]) -> int:
         "partitions": PARTITIONS, "records": total, "log_types": len(mix),
         "average_document_bytes": round(sum(len(d) for d in docs) / len(docs)),
         "bare": bare_result, "writer": writer_result, "ratio": ratio, "goal": 0.6,
+        "rounds": {"bare": bare_rounds, "writer": writer_rounds},
         "files_per_hour_default_flush": {f"{rate}_eps": files_per_hour(mix, sizes, rate) for rate in LIVE_RATES},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "writer.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"records {total:,} ({len(mix)} log types, {result['average_document_bytes']} B/doc, "
           f"{PARTITIONS} partitions)")
-    print(f"{'':8}{'events/s':>10}{'seconds':>9}{'peak RSS MB':>13}")
+    print(f"{'':8}{'events/s':>10}{'seconds':>9}{'ev/CPU-s':>10}{'peak RSS MB':>13}")
     for name, row in (("bare", bare_result), ("writer", writer_result)):
-        print(f"{name:8}{row['events_per_second']:>10,}{row['seconds']:>9}{row['peak_rss_mb']:>13}")
+        print(f"{name:8}{row['events_per_second']:>10,}{row['seconds']:>9}{row['events_per_cpu_second'] or 0:>10,}"
+              f"{row['peak_rss_mb']:>13}")
     print(f"ratio writer/bare {ratio} (goal >= 0.6); written {writer_result['written_mb_per_second']} MB/s of "
           f"Parquet ({writer_result['parquet_mb']} MB, {writer_result['files']} files)")
     print("files per hour at the default flush settings: "
