@@ -23,6 +23,7 @@ from tests.integration.test_normalizer_support import Service
 from tests.integration.test_writer_support import (
     Feeder,
     Lake,
+    OnOffProxy,
     assert_exactly_once,
     last_data_offsets,
     produce_transactional,
@@ -110,19 +111,53 @@ def test_sigkill_at_random_moments_on_s3_writes_each_record_exactly_once(kafka_b
                                                                         s3_server: S3Server) -> None:
     total = 100_000
     seed = random.randrange(1 << 30)
-    bucket = s3_server.create_bucket(f"lake-{uuid.uuid4().hex[:12]}")
-    s3_env = {"ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ENDPOINT": s3_server.endpoint,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_REGION": s3_server.region,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY": s3_server.access_key,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY": s3_server.secret_key,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SCHEME": "http"}
-    lake = Lake(kafka_bootstrap, tmp_path, f"s3://{bucket}/zeek", s3_env=s3_env,
-                filesystem=s3_server.filesystem()).create()
+    lake = s3_lake(kafka_bootstrap, tmp_path, s3_server)
     with running(lake):
         feeder = Feeder(kafka_bootstrap, lake.topic, real_stream(total), lake.partitions, pause=0.5)
         feeder.start()
         kill_at_random_moments(lake, feeder, kills=6, seed=seed)
         finish_and_check(lake, total)
+
+
+def s3_lake(kafka_bootstrap: str, tmp_path: Path, s3_server: S3Server, endpoint: str | None = None) -> Lake:
+    bucket = s3_server.create_bucket(f"lake-{uuid.uuid4().hex[:12]}")
+    s3_env = {"ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ENDPOINT": endpoint or s3_server.endpoint,
+              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_REGION": s3_server.region,
+              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY": s3_server.access_key,
+              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY": s3_server.secret_key,
+              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SCHEME": "http"}
+    return Lake(kafka_bootstrap, tmp_path, f"s3://{bucket}/zeek", s3_env=s3_env,
+                filesystem=s3_server.filesystem()).create()
+
+
+@pytest.mark.s3
+def test_an_unreachable_s3_pauses_the_writer_and_it_resumes_when_s3_is_back(kafka_bootstrap: str, tmp_path: Path,
+                                                                           s3_server: S3Server) -> None:
+    total = 30_000
+    host, port = s3_server.endpoint.removeprefix("http://").split(":")
+    proxy = OnOffProxy(host, int(port))
+    lake = s3_lake(kafka_bootstrap, tmp_path, s3_server, endpoint=f"http://127.0.0.1:{proxy.port}")
+    try:
+        with running(lake):
+            writer = lake.start(**BUSY)
+            writer.wait_assigned(lake.partitions)
+            proxy.off()  # S3 goes away while records arrive
+            produce_transactional(kafka_bootstrap, lake.topic, real_stream(total), partitions=lake.partitions)
+            wait_until(lambda: readyz(writer)[0] == 503 and "output unavailable" in readyz(writer)[1], 120,
+                       writer, "not-ready with 'output unavailable'")
+            status = writer.status()
+            assert status["state"] == "degraded" and status["extra"]["paused"] is True
+            consumed = status["totals"]["consumed"]
+            time.sleep(3)
+            assert writer.status()["totals"]["consumed"] == consumed  # paused: takes nothing more
+            assert writer.process.poll() is None
+            proxy.on()
+            wait_until(lambda: readyz(writer)[0] == 200, 120, writer, "ready again")
+            lake.wait_written(last_data_offsets(kafka_bootstrap, lake.topic, total), timeout=120, alive=writer)
+            assert writer.terminate() == 0, writer.tail()
+        assert_exactly_once(lake, topic_coordinates(kafka_bootstrap, lake.topic, total))
+    finally:
+        proxy.off()
 
 
 @contextlib.contextmanager
