@@ -23,7 +23,6 @@ from zeek_operator import reconcile, startup
 from zeek_operator.crd import GROUP, PLURAL, VERSION
 from zeek_operator.kube import ApiError, get_kube
 from zeek_operator.resources import MANAGED_BY
-from zeek_operator.spec import SpecError
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -97,21 +96,22 @@ def child_changed(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **
     kube = get_kube()
     namespace = str(body.metadata.namespace)
     try:
-        parent = kube.get("ZeekPipeline", namespace, parent_name)
-        if parent is None or parent["metadata"].get("deletionTimestamp"):
-            return  # being garbage-collected with its owner
-        if kind == "DELETED" or reconcile.drifted(body):
-            logger.info("%s %s %s by someone else: putting it back", body.get("kind"), body.metadata.name,
+        outcome = reconcile.on_child_event(kube, str(kind), body, parent_name)
+        if outcome is not None:
+            startup.counters["child_events"] += 1
+            logger.info("%s %s was %s by someone else: put back", body.get("kind"), body.metadata.name,
                         "deleted" if kind == "DELETED" else "changed")
-            outcome = _run("child_events", reconcile.reconcile, parent)
             kube.patch_status("ZeekPipeline", namespace, parent_name, outcome.status)
-            _post(outcome, parent)
-        elif body.get("kind") == "Deployment":
+            parent = kube.get("ZeekPipeline", namespace, parent_name)
+            if parent is not None:
+                _post(outcome, parent)
+        elif body.get("kind") == "Deployment" and kind != "DELETED":
+            parent = kube.get("ZeekPipeline", namespace, parent_name)
+            if parent is None or parent["metadata"].get("deletionTimestamp"):
+                return
             status = reconcile.refresh_status(kube, parent)
             if _differs(parent.get("status") or {}, status):
                 kube.patch_status("ZeekPipeline", namespace, parent_name, status)
-    except SpecError:
-        return
     except (ApiError, urllib3.exceptions.HTTPError) as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
 

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,9 +52,11 @@ class Outcome:
 
 _locks_guard = threading.Lock()
 _locks: dict[tuple[str, str], threading.Lock] = {}
-# (kind, namespace, name) -> the generation (Deployments) or resourceVersion (others) our last apply left;
-# a child event showing anything else was made by someone else and triggers a reconcile.
-_applied: dict[tuple[str, str, str], str] = {}
+# (kind, namespace, name) -> the last generations (Deployments) or resourceVersions (other kinds) our own
+# applies produced. A child event showing anything else was made by someone else and triggers a reconcile.
+# The marker DELETED is set for children we removed ourselves (a component disabled in the spec).
+_applied: dict[tuple[str, str, str], deque[str]] = {}
+DELETED = "deleted"
 
 
 def pipeline_lock(namespace: str, name: str) -> threading.Lock:
@@ -77,16 +79,36 @@ def _fingerprint(child: Mapping[str, Any]) -> str:
     return f"rv{meta.get('resourceVersion')}"
 
 
-def record_applied(child: Mapping[str, Any]) -> None:
+def _key(child: Mapping[str, Any]) -> tuple[str, str, str]:
     meta = child.get("metadata") or {}
-    _applied[(str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name")))] = _fingerprint(child)
+    return str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
+
+
+def record_applied(child: Mapping[str, Any]) -> None:
+    _applied.setdefault(_key(child), deque(maxlen=8)).append(_fingerprint(child))
+
+
+def record_deleted(kind: str, namespace: str, name: str) -> None:
+    _applied[(kind, namespace, name)] = deque([DELETED], maxlen=8)
+
+
+def deleted_by_us(child: Mapping[str, Any]) -> bool:
+    """An event of a child this operator removed itself (a component disabled in the spec)."""
+    return DELETED in _applied.get(_key(child), ())
 
 
 def drifted(child: Mapping[str, Any]) -> bool:
-    """True when a child is not as our last apply left it (edited by hand, or unknown since a restart)."""
-    meta = child.get("metadata") or {}
-    key = (str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
-    return _applied.get(key) != _fingerprint(child)
+    """True when a child is not in a state one of our applies left (edited by hand, or unknown since a restart).
+
+    A Deployment's generation only grows, so a late event of an older generation (one we already put back)
+    is not drift; other kinds are compared by resourceVersion, which Kubernetes says not to order.
+    """
+    seen = _applied.get(_key(child), ())
+    if child.get("kind") == "Deployment":
+        ours = [int(item[1:]) for item in seen if item.startswith("g") and item[1:].isdigit()]
+        generation = int((child.get("metadata") or {}).get("generation") or 0)
+        return not ours or generation > max(ours)
+    return _fingerprint(child) not in seen
 
 
 # ----------------------------------------------------------------------------------------- references
@@ -236,7 +258,10 @@ def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace:
             deployments[live["metadata"]["labels"]["app.kubernetes.io/component"]] = live
     for kind, child_name in resources.obsolete_children(name, spec):
         existing = kube.get(kind, namespace, child_name)
-        if existing is not None and _owned_by(existing, body) and kube.delete(kind, namespace, child_name):
+        if existing is None or not _owned_by(existing, body):
+            continue
+        record_deleted(kind, namespace, child_name)  # before the DELETED event can arrive
+        if kube.delete(kind, namespace, child_name):
             events.append(Event("Normal", "Deleted", f"{kind} {child_name} deleted (disabled in the spec)"))
     status = resources.compute_status(
         name=name, namespace=namespace, generation=generation, spec=spec, deployments=deployments,
@@ -265,6 +290,23 @@ def owner_name(child: Mapping[str, Any]) -> str | None:
         if ref.get("kind") == "ZeekPipeline" and str(ref.get("apiVersion", "")).startswith("zeek-pipeline.io/"):
             return str(ref.get("name"))
     return None
+
+
+def on_child_event(kube: Kube, event_type: str, child: Mapping[str, Any], parent_name: str) -> Outcome | None:
+    """Put a child back when it was deleted or changed by someone else; None when nothing was needed.
+
+    The check runs under the pipeline's lock: an apply in flight records its result first, so the watch
+    event of our own write is never mistaken for a hand edit.
+    """
+    namespace = str((child.get("metadata") or {}).get("namespace"))
+    with pipeline_lock(namespace, parent_name):
+        if deleted_by_us(child) or (event_type != "DELETED" and not drifted(child)):
+            return None
+        parent = kube.get("ZeekPipeline", namespace, parent_name)
+        if parent is None or parent["metadata"].get("deletionTimestamp"):
+            return None  # being garbage-collected with its owner
+        name, _, generation = _identity(parent)
+        return _reconcile_locked(kube, parent, name, namespace, generation, None, _adopt)
 
 
 def refresh_status(kube: Kube, parent: Mapping[str, Any]) -> dict[str, Any]:

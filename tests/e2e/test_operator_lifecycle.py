@@ -286,8 +286,7 @@ def test_minimal_pipeline_gets_its_children_and_status(
     table = ok(kubectl("get", "zp", name, "-n", namespace)).stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "NORMALIZERS", "WRITERS", "LAG", "AGE"]
     assert table[1].split()[:4] == [name, "False", "0/1", "0/1"]
-    reasons = {e["reason"] for e in events(kubectl, namespace, name)}
-    assert "Created" in reasons
+    wait_for("Created events", lambda: "Created" in {e["reason"] for e in events(kubectl, namespace, name)})
 
 
 def test_spec_changes_roll_out_to_the_children(
@@ -327,7 +326,8 @@ def test_spec_changes_roll_out_to_the_children(
                   and condition(z, "Ready").get("observedGeneration") == 2 and z)
     assert zp["status"]["configHash"] == new_hash
     assert zp["status"]["writers"] == "0/3"
-    assert "ConfigChanged" in {e["reason"] for e in events(kubectl, namespace, name)}
+    wait_for("a ConfigChanged event", lambda: "ConfigChanged" in {
+        e["reason"] for e in events(kubectl, namespace, name)})
 
 
 def test_children_deleted_or_edited_by_hand_are_put_back(
@@ -421,9 +421,9 @@ def test_problems_the_schema_cannot_see_are_reported_degraded(
     message = condition(zp, "Degraded")["message"]
     assert message.startswith("spec.kafka.security.sasl.secretRef: Secret") and f"{name}-creds" in message
     assert condition(zp, "Ready")["status"] == "False"
-    warnings = [e for e in events(kubectl, namespace, name) if e["type"] == "Warning"]
-    assert any(e["reason"] == "MissingSecret" and "spec.kafka.security.sasl.secretRef" in e["message"]
-               for e in warnings)
+    wait_for("a Warning event naming the field", lambda: any(  # events are posted asynchronously
+        e["type"] == "Warning" and e["reason"] == "MissingSecret"
+        and "spec.kafka.security.sasl.secretRef" in e["message"] for e in events(kubectl, namespace, name)))
     # The children exist anyway (with the Secret's env): the pods start as soon as the Secret appears.
     writer = get(kubectl, "deployment", f"{name}-parquet-writer", namespace)
     assert {"name": "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD",
@@ -432,7 +432,7 @@ def test_problems_the_schema_cannot_see_are_reported_degraded(
                "--from-literal=username=zeek", "--from-literal=password=123456"))
     wait_for("Degraded to clear once the Secret exists", lambda: condition(
         get(kubectl, "zeekpipeline", name, namespace), "Degraded").get("status") == "False", timeout=30)
-    assert "Recovered" in {e["reason"] for e in events(kubectl, namespace, name)}
+    wait_for("a Recovered event", lambda: "Recovered" in {e["reason"] for e in events(kubectl, namespace, name)})
 
     # A bad normalization rule: reported on its field; the running children keep the last good config.
     good_hash = template_hash(get(kubectl, "deployment", f"{name}-normalizer-enricher", namespace))
