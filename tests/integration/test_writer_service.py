@@ -50,6 +50,9 @@ def test_untypable_records_go_to_the_dlq_with_reasons_and_the_rest_is_written(ka
         produce_transactional(kafka_bootstrap, lake.topic, stream)
         writer = lake.start(ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS="1")
         lake.wait_written(last_data_offsets(kafka_bootstrap, lake.topic, len(stream)), alive=writer)
+        deadline = time.monotonic() + 10
+        while writer.status()["totals"]["rejected"] < len(bad) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the status follows the commit log by a loop iteration
         status = writer.status()
         assert status["totals"]["rejected"] == len(bad)
         assert status["reject_reasons"] == dict.fromkeys(bad, 1)

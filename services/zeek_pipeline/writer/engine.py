@@ -60,7 +60,7 @@ class WriterEngine:
         self.done: deque[FlushJob] = deque()  # finished (published, conflicted or cancelled), for collect()
         self.last_error: Exception | None = None  # set while the queue's head keeps failing
         self.skipped = 0
-        self.flush_reasons: dict[str, int] = {}
+        self.flush_reasons: dict[str, int] = {}  # completed flushes by what triggered them
         self.conflicts: set[int] = set()  # partitions another writer committed: the service re-recovers them
         self._wake = threading.Condition()
         self._running: FlushJob | None = None
@@ -221,7 +221,6 @@ class WriterEngine:
         if buffered is not None:
             candidates.append(buffered)
         job = FlushJob(segment, reason, min(candidates), self.states[partition])
-        self.flush_reasons[reason] = self.flush_reasons.get(reason, 0) + 1
         with self._wake:
             self.queue.append(job)
             self._wake.notify_all()
@@ -275,6 +274,7 @@ class WriterEngine:
                 conflicts.add(job.partition)
             elif job.published and not job.cancelled:
                 advanced.add(job.partition)
+                self.flush_reasons[job.reason] = self.flush_reasons.get(job.reason, 0) + 1
                 if self.on_flushed is not None:
                     self.on_flushed(job)
         if conflicts:
