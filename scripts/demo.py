@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print("query it          : duckdb -c \"select log_type, count(*) from "
               "read_parquet('output/parquet/**/*.parquet', hive_partitioning=true) group by all\"")
         if "health" in processes:
-            print(f"dashboard         : http://127.0.0.1:{health_port}/  (API: /api/v1/pipeline, docs: /docs)")
+            when = "" if keep_running else " (while the demo runs; `make demo` in a terminal keeps it up)"
+            print(f"dashboard         : http://127.0.0.1:{health_port}/  (API: /api/v1/pipeline, docs: /docs){when}")
         print("logs              : output/log/")
         complete = sum(rows.values()) + rejected == expected
         if keep_running and processes:
