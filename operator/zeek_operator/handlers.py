@@ -3,8 +3,8 @@
     kopf run -m zeek_operator.handlers --standalone -n <namespace>     # development, one instance
     zeek-pipeline operator -n <namespace>                               # with Lease leader election
 
-- create / update / resume: reconcile (children, status); a spec problem -> Degraded + event, and a
-  PermanentError so kopf does not retry until the spec changes;
+- create / update / resume: reconcile (the children, then the status, written under the pipeline's lock);
+  a spec problem -> Degraded + event, and a PermanentError so kopf does not retry until the spec changes;
 - timer (every ZEEK_OPERATOR_TICK_SECONDS): lag, autoscaling, topic creation, and a resync that puts back
   anything the events missed and notices a Secret or ConfigMap that appeared;
 - events of the children (Deployments, ConfigMaps, Services, ServiceAccounts we manage): a deleted or
@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -37,7 +37,7 @@ def liveness(**_: Any) -> dict[str, Any]:
     return startup.probe()
 
 
-def _run(counter: str, fn: Callable[..., reconcile.Outcome], *args: Any) -> reconcile.Outcome:
+def _run(counter: str, fn: Callable[..., reconcile.Outcome | None], *args: Any) -> reconcile.Outcome | None:
     startup.counters[counter] += 1
     try:
         return fn(get_kube(), *args)
@@ -46,9 +46,10 @@ def _run(counter: str, fn: Callable[..., reconcile.Outcome], *args: Any) -> reco
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
 
 
-def _post(outcome: reconcile.Outcome, owner: Mapping[str, Any]) -> None:
+def _post(outcome: reconcile.Outcome) -> None:
     for event in outcome.events:
-        kopf.event(owner, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
+        kopf.event(outcome.owner, type=event.type, reason=event.reason,  # type: ignore[arg-type]
+                   message=event.message)
 
 
 def _problem(outcome: reconcile.Outcome) -> str | None:
@@ -61,14 +62,15 @@ def _problem(outcome: reconcile.Outcome) -> str | None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    outcome = _run("reconciles", reconcile.reconcile, body)
-    patch.status.update(outcome.status)
-    _post(outcome, body)
+def reconcile_pipeline(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    # The status is written by reconcile itself (under the pipeline's lock), not through kopf's patch.
+    outcome = _run("reconciles", reconcile.reconcile, str(namespace), name)
+    if outcome is None:
+        return  # deleted meanwhile
+    _post(outcome)
     problem = _problem(outcome)
     if problem and outcome.spec is None:
-        # The status patch above is still applied; kopf stops retrying until the spec changes.
-        raise kopf.PermanentError(problem)
+        raise kopf.PermanentError(problem)  # reported; kopf does not retry until the spec changes
     if problem:
         logger.warning("%s", problem)  # a missing Secret: the timer checks again
     else:
@@ -76,10 +78,11 @@ def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, 
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=startup.TICK_SECONDS, initial_delay=startup.TICK_SECONDS / 2)
-def tick(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     outcome = _run("ticks", reconcile.tick, body)
-    patch.status.update(outcome.status)
-    _post(outcome, body)
+    if outcome is None:
+        return
+    _post(outcome)
     for event in outcome.events:
         if event.reason in ("ScaledUp", "ScaledDown"):
             logger.info("%s", event.message)
@@ -94,27 +97,14 @@ def child_changed(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **
     if kind is None or parent_name is None:  # the initial listing (resume reconciles anyway) or not ours
         return
     kube = get_kube()
-    namespace = str(body.metadata.namespace)
     try:
         outcome = reconcile.on_child_event(kube, str(kind), body, parent_name)
         if outcome is not None:
             startup.counters["child_events"] += 1
             logger.info("%s %s was %s by someone else: put back", body.get("kind"), body.metadata.name,
                         "deleted" if kind == "DELETED" else "changed")
-            kube.patch_status("ZeekPipeline", namespace, parent_name, outcome.status)
-            parent = kube.get("ZeekPipeline", namespace, parent_name)
-            if parent is not None:
-                _post(outcome, parent)
+            _post(outcome)
         elif body.get("kind") == "Deployment" and kind != "DELETED":
-            parent = kube.get("ZeekPipeline", namespace, parent_name)
-            if parent is None or parent["metadata"].get("deletionTimestamp"):
-                return
-            status = reconcile.refresh_status(kube, parent)
-            if _differs(parent.get("status") or {}, status):
-                kube.patch_status("ZeekPipeline", namespace, parent_name, status)
+            reconcile.refresh(kube, str(body.metadata.namespace), parent_name)
     except (ApiError, urllib3.exceptions.HTTPError) as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
-
-
-def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return any(old.get(key) != value for key, value in new.items())

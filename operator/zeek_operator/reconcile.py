@@ -1,9 +1,11 @@
 """One reconcile of a ZeekPipeline, and the periodic tick (lag, autoscaling, topic creation).
 
-Called from the kopf handlers (create/update/resume, the timer, child events). Each call re-derives
-everything from the resource: parse the spec, read the Secrets/ConfigMap it references, render the
-config files, build the children, create or patch them (server-side apply), compute the status. Calls for
-one pipeline are serialized by a lock, so the handler, the timer and child events never interleave.
+Called from the kopf handlers (create/update/resume, the timer, child events). Each call re-reads the
+resource as stored and re-derives everything from it: parse the spec, read the Secrets/ConfigMap it
+references, render the config files, build the children, create or patch them (server-side apply),
+compute the status and write it. Calls for one pipeline are serialized by a lock that also covers the
+status write, so each one starts from the previous one's status: condition transitions (and the events
+they raise) are computed in order, whichever of the handler, the timer or a child event runs them.
 
 A spec problem never touches the running children (the last good configuration keeps running): it
 becomes the Degraded condition plus a Warning event naming the field. A missing Secret is reported the
@@ -45,9 +47,15 @@ class Event:
 
 @dataclass
 class Outcome:
+    """What a reconcile wrote to the status, the events to post, and the resource they belong to."""
+
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     spec: PipelineSpec | None = None
+    owner: dict[str, Any] = field(default_factory=dict)
+
+
+Adopt = Callable[[dict[str, Any], Mapping[str, Any]], None]
 
 
 _locks_guard = threading.Lock()
@@ -210,12 +218,32 @@ def check_name(name: str) -> None:
                                            "characters starting with a letter (children append suffixes)")])
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], autoscaled: Mapping[str, int] | None = None,
-              adopt: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None) -> Outcome:
-    """Bring the children in line with the resource; return the status patch and the events to post."""
-    name, namespace, generation = _identity(body)
+def _fresh(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    """The resource as stored now (None when gone or being deleted: the garbage collector takes over)."""
+    current = kube.get("ZeekPipeline", namespace, name)
+    if current is None or current["metadata"].get("deletionTimestamp"):
+        return None
+    return current
+
+
+def _commit(kube: Kube, outcome: Outcome, namespace: str, name: str) -> Outcome:
+    """Write the status while still holding the lock, so every reconcile starts from the last one's status
+    (its conditions' transitions, hence its events, are computed in order)."""
+    try:
+        kube.patch_status("ZeekPipeline", namespace, name, outcome.status)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    return outcome
+
+
+def reconcile(kube: Kube, namespace: str, name: str, adopt: Adopt | None = None) -> Outcome | None:
+    """Bring the children in line with the resource and write its status; None when it is gone."""
     with pipeline_lock(namespace, name):
-        return _reconcile_locked(kube, body, name, namespace, generation, autoscaled, adopt or _adopt)
+        current = _fresh(kube, namespace, name)
+        if current is None:
+            return None
+        return _commit(kube, _reconcile_locked(kube, current, None, adopt or _adopt), namespace, name)
 
 
 def _adopt(child: dict[str, Any], owner: Mapping[str, Any]) -> None:
@@ -224,9 +252,9 @@ def _adopt(child: dict[str, Any], owner: Mapping[str, Any]) -> None:
     kopf.adopt(child, owner=owner)  # type: ignore[arg-type]
 
 
-def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace: str, generation: int,
-                      autoscaled: Mapping[str, int] | None,
-                      adopt: Callable[[dict[str, Any], Mapping[str, Any]], None]) -> Outcome:
+def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str, int] | None,
+                      adopt: Adopt) -> Outcome:
+    name, namespace, generation = _identity(body)
     old_status = dict(body.get("status") or {})
     events: list[Event] = []
     try:
@@ -240,7 +268,7 @@ def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace:
             name=name, namespace=namespace, generation=generation, spec=None,
             deployments=_live_deployments(kube, namespace, name), old_status=old_status,
             desired=_old_desired(old_status), problem=(exc.reason, str(exc)))
-        return Outcome(status, _degraded_events(old_status, status), None)
+        return Outcome(status, _degraded_events(old_status, status), None, body)
     del secrets  # only their presence matters here; the pods read them through env/volumes
     digest = config_hash(files)
     replicas = resources.desired_replicas(spec, autoscaled if autoscaled is not None
@@ -269,7 +297,7 @@ def _reconcile_locked(kube: Kube, body: Mapping[str, Any], name: str, namespace:
     if old_status.get("configHash") and old_status.get("configHash") != digest:
         events.append(Event("Normal", "ConfigChanged", f"configuration {digest} rolled out (was "
                                                        f"{old_status.get('configHash')})"))
-    return Outcome(status, events + _degraded_events(old_status, status), spec)
+    return Outcome(status, events + _degraded_events(old_status, status), spec, body)
 
 
 def _old_desired(old_status: Mapping[str, Any]) -> dict[str, int]:
@@ -302,15 +330,26 @@ def on_child_event(kube: Kube, event_type: str, child: Mapping[str, Any], parent
     with pipeline_lock(namespace, parent_name):
         if deleted_by_us(child) or (event_type != "DELETED" and not drifted(child)):
             return None
-        parent = kube.get("ZeekPipeline", namespace, parent_name)
-        if parent is None or parent["metadata"].get("deletionTimestamp"):
-            return None  # being garbage-collected with its owner
-        name, _, generation = _identity(parent)
-        return _reconcile_locked(kube, parent, name, namespace, generation, None, _adopt)
+        parent = _fresh(kube, namespace, parent_name)
+        if parent is None:
+            return None
+        return _commit(kube, _reconcile_locked(kube, parent, None, _adopt), namespace, parent_name)
+
+
+def refresh(kube: Kube, namespace: str, name: str) -> None:
+    """Status from the live Deployments only (a rollout progressed), keeping a resource problem as it was."""
+    with pipeline_lock(namespace, name):
+        parent = _fresh(kube, namespace, name)
+        if parent is None:
+            return
+        old_status = dict(parent.get("status") or {})
+        status = refresh_status(kube, parent)
+        if any(old_status.get(key) != value for key, value in status.items()):
+            _commit(kube, Outcome(status), namespace, name)
 
 
 def refresh_status(kube: Kube, parent: Mapping[str, Any]) -> dict[str, Any]:
-    """Status from the live Deployments only (a rollout progressed), keeping a resource problem as it was."""
+    """The status recomputed from the live Deployments, keeping a resource problem as it was recorded."""
     name, namespace, generation = _identity(parent)
     old_status = dict(parent.get("status") or {})
     degraded: Mapping[str, Any] = next(
@@ -357,47 +396,48 @@ def _parse_time(text: Any) -> float | None:
         return None
 
 
-def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
-         reader_factory: Callable[[Mapping[str, Any]], LagReader] = _reader,
-         adopt: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None) -> Outcome:
-    """The timer: read the lag, make the autoscaling decisions, then reconcile with them."""
-    name, namespace, _ = _identity(body)
-    now = time.time() if now is None else now
-    old_status = dict(body.get("status") or {})
-    try:
-        spec = parse_spec(body.get("spec"))
-    except SpecError:
-        return reconcile(kube, body, adopt=adopt)
+def _read_lag(kube: Kube, namespace: str, spec: PipelineSpec,
+              reader_factory: Callable[[Mapping[str, Any]], LagReader]) -> tuple[dict[str, GroupLag],
+                                                                                dict[str, Any], list[Event]]:
+    """Lag per component (and optional topic creation), from the pipeline's brokers; may wait for a timeout."""
     secrets, problem = read_secrets(kube, namespace, spec)
+    lags: dict[str, GroupLag] = {}
     extra: dict[str, Any] = {}
     events: list[Event] = []
-    lags: dict[str, GroupLag] = {}
-    if problem is None:
-        conf = admin_config(spec, secrets)
-        reader = reader_factory(conf)
-        errors: list[str] = []
-        reachable = True
-        for component, (group, topic) in {
-            "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw),
-            "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized),
-        }.items():
-            try:
-                lags[component] = reader.read(group, topic)
-            except LagError as exc:
-                errors.append(str(exc))
-                if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
-                    _readers.pop(_reader_key(conf), None)
-                    reachable = False
-                    break
-        if spec.kafka.create_topics.enabled and reachable:
-            errors += _create_topics(spec, conf, events, extra)  # their lag is read from the next tick on
-        extra["lagError"] = "; ".join(errors)
-        if lags:
-            extra["lag"] = {lag.group: lag.lag for lag in lags.values()}
-            extra["totalLag"] = sum(lag.lag for lag in lags.values())
-            extra["lagTime"] = _stamp(_now())
+    if problem is not None:
+        return lags, extra, events  # the reconcile reports the missing Secret
+    conf = admin_config(spec, secrets)
+    reader = reader_factory(conf)
+    errors: list[str] = []
+    reachable = True
+    for component, (group, topic) in {
+        "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw),
+        "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized),
+    }.items():
+        try:
+            lags[component] = reader.read(group, topic)
+        except LagError as exc:
+            errors.append(str(exc))
+            if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
+                _readers.pop(_reader_key(conf), None)
+                reachable = False
+                break
+    if spec.kafka.create_topics.enabled and reachable:
+        errors += _create_topics(spec, conf, events, extra)  # their lag is read from the next tick on
+    extra["lagError"] = "; ".join(errors)
+    if lags:
+        extra["lag"] = {lag.group: lag.lag for lag in lags.values()}
+        extra["totalLag"] = sum(lag.lag for lag in lags.values())
+        extra["lagTime"] = _stamp(_now())
+    return lags, extra, events
+
+
+def _decide(spec: PipelineSpec, old_status: Mapping[str, Any], lags: Mapping[str, GroupLag],
+            now: float) -> tuple[dict[str, Any], dict[str, int], list[Event]]:
+    """The autoscaling decisions (status entries), the replicas they give, and ScaledUp/Down events."""
     autoscaled = autoscaled_replicas(old_status)
     decisions: dict[str, Any] = {}
+    events: list[Event] = []
     for component, key in AUTOSCALED.items():
         policy_spec = getattr(spec, key).autoscaling
         if not policy_spec.enabled:
@@ -420,11 +460,33 @@ def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
                                 f"{component}: {decision.reason}"))
         autoscaled[component] = decision.replicas
         decisions[component] = entry
-    outcome = reconcile(kube, body, autoscaled=autoscaled, adopt=adopt)
-    outcome.status.update(extra)
-    outcome.status["autoscaling"] = decisions
-    outcome.events[:0] = events
-    return outcome
+    return decisions, autoscaled, events
+
+
+def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
+         reader_factory: Callable[[Mapping[str, Any]], LagReader] = _reader,
+         adopt: Adopt | None = None) -> Outcome | None:
+    """The timer: read the lag (outside the lock), then decide and reconcile on the resource as stored."""
+    name, namespace, _ = _identity(body)
+    now = time.time() if now is None else now
+    try:
+        lags, extra, events = _read_lag(kube, namespace, parse_spec(body.get("spec")), reader_factory)
+    except SpecError:
+        lags, extra, events = {}, {}, []
+    with pipeline_lock(namespace, name):
+        current = _fresh(kube, namespace, name)
+        if current is None:
+            return None
+        try:
+            spec = parse_spec(current.get("spec"))
+        except SpecError:
+            return _commit(kube, _reconcile_locked(kube, current, None, adopt or _adopt), namespace, name)
+        decisions, autoscaled, scale_events = _decide(spec, current.get("status") or {}, lags, now)
+        outcome = _reconcile_locked(kube, current, autoscaled, adopt or _adopt)
+        outcome.status.update(extra)
+        outcome.status["autoscaling"] = decisions
+        outcome.events[:0] = events + scale_events
+        return _commit(kube, outcome, namespace, name)
 
 
 def _create_topics(spec: PipelineSpec, conf: Mapping[str, Any], events: list[Event],
