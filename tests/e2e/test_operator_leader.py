@@ -87,7 +87,7 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
         apply(kubectl, pipeline("one", spec_two), namespace=namespace)
         wait_for("the new leader to apply the change", lambda: (
             (d := get(kubectl, "deployment", "one-parquet-writer", namespace)) and d["spec"]["replicas"] == 2))
-        assert acted_on(second, namespace, "one")
+        second.wait_log(f"[{namespace}/one] reconciled")  # logged when the handler ends, after the apply
 
         # A clean shutdown releases the Lease, so the next standby takes over without waiting for expiry.
         third.start()
@@ -101,7 +101,8 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
         apply(kubectl, pipeline("two", spec), namespace=namespace)
         wait_for("children of 'two' from the third replica", lambda: get(
             kubectl, "deployment", "two-parquet-writer", namespace))
-        assert acted_on(third, namespace, "two") and not acted_on(second, namespace, "two")
+        third.wait_log(f"[{namespace}/two] reconciled")
+        assert not acted_on(second, namespace, "two")
         print(f"\nleader killed -> standby leads in {takeover:.1f}s; clean handover in {handover:.1f}s")
     finally:
         for process in (first, second, third):
