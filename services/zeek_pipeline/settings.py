@@ -141,6 +141,7 @@ class WriterSettings(_Section):
     topic: str | None = None  # default: output.kafka.topic
     group_id: str = Field("zeek-parquet-writer", min_length=1)
     batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_threads: int = Field(2, ge=1, le=32)  # flushes typed and encoded at once, ahead of their commit
     http_port: Port = 8082
 
 

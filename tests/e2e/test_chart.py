@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 import yaml
 
 from tests.infra.kube import K8S_VERSION
+from tests.infra.waiting import ok, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "zeek-pipeline"
@@ -49,22 +49,6 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 def values_id(path: Path | None) -> str:
     return "default" if path is None else path.name
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"{result.args}\nstdout: {result.stdout[-4000:]}\nstderr: {result.stderr[-4000:]}"
-    return result
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

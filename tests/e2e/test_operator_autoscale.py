@@ -25,12 +25,11 @@ from tests.e2e.test_operator_lifecycle import (
     get,
     install_crd,
     install_rbac,
-    ok,
     pipeline,
     unique,
-    wait_for,
 )
 from tests.infra.topics import create_topic, end_offsets, produce
+from tests.infra.waiting import ok, wait_for
 from zeek_operator.autoscale import LagError, LagReader
 
 COOLDOWN = 6

@@ -19,11 +19,10 @@ from tests.e2e.test_operator_lifecycle import (
     get,
     install_crd,
     install_rbac,
-    ok,
     pipeline,
     unique,
-    wait_for,
 )
+from tests.infra.waiting import ok, wait_for
 
 LEASE_SECONDS = 4
 

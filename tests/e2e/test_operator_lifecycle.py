@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.infra.kube import free_port
+from tests.infra.waiting import ok, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "operator" / "crds" / "zeekpipelines.zeek-pipeline.io.yaml"
@@ -38,22 +39,6 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"{result.args}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def get(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

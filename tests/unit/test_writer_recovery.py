@@ -51,17 +51,21 @@ TOTAL = sum(len(v) for v in STREAM.values())
 DEAD = {(0, 40), (1, 7)}
 
 
-def engine_on(storage: FaultyStorage, dlq: RecordingDeadLetters) -> WriterEngine:
+# Typing ahead: off, or chunks of a few records (so count cuts fall inside typed chunks).
+TYPE_AHEAD = [pytest.param(0, id="typed-at-flush"), pytest.param(3000, id="typed-ahead")]
+
+
+def engine_on(storage: FaultyStorage, dlq: RecordingDeadLetters, type_ahead: int = 0) -> WriterEngine:
     commitlog = CommitLog(storage, TOPIC, "test")
     flusher = Flusher(storage=storage, commitlog=commitlog, converter=CONVERTER, dead_letters=dlq,  # type: ignore[arg-type]
                       options=ParquetOptions(), file_prefix="events", topic=TOPIC)
     policy = FlushPolicy(flush_bytes=0, interval=0.5, event_count=25, max_memory=400_000)
-    return WriterEngine(Buffers(policy), commitlog, flusher)
+    return WriterEngine(Buffers(policy), commitlog, flusher, type_ahead_bytes=type_ahead)
 
 
-def run_writer(storage: FaultyStorage, dlq: RecordingDeadLetters, batch: int = 17) -> None:
+def run_writer(storage: FaultyStorage, dlq: RecordingDeadLetters, batch: int = 17, type_ahead: int = 0) -> None:
     """What the service does, minus Kafka: recover, consume from the restart offsets, flush, drain at the end."""
-    engine = engine_on(storage, dlq)
+    engine = engine_on(storage, dlq, type_ahead)
     position = {}
     for partition in STREAM:
         state = engine.recover(partition)
@@ -109,9 +113,10 @@ def assert_exactly_once(base: Path, dlq: RecordingDeadLetters) -> None:
     assert list((base / STAGING_DIR).rglob("*.tmp")) == []
 
 
-def test_without_crash_every_record_is_written_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("type_ahead", TYPE_AHEAD)
+def test_without_crash_every_record_is_written_once(tmp_path: Path, type_ahead: int) -> None:
     storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
-    run_writer(storage, dlq)
+    run_writer(storage, dlq, type_ahead=type_ahead)
     assert_exactly_once(tmp_path, dlq)
     log = CommitLog(storage, TOPIC)
     for partition, records in STREAM.items():
@@ -119,24 +124,25 @@ def test_without_crash_every_record_is_written_once(tmp_path: Path) -> None:
     assert storage.operations > 100  # many flushes: every step of the protocol gets crashed below
 
 
-def count_operations(tmp_path: Path) -> int:
+def count_operations(tmp_path: Path, type_ahead: int = 0) -> int:
     storage = FaultyStorage(tmp_path / "count")
-    run_writer(storage, RecordingDeadLetters())
+    run_writer(storage, RecordingDeadLetters(), type_ahead=type_ahead)
     return storage.operations
 
 
 @pytest.mark.slow
-def test_a_crash_at_any_storage_operation_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    total = count_operations(tmp_path)
+@pytest.mark.parametrize("type_ahead", TYPE_AHEAD)
+def test_a_crash_at_any_storage_operation_loses_and_repeats_nothing(tmp_path: Path, type_ahead: int) -> None:
+    total = count_operations(tmp_path, type_ahead)
     for crash_at in range(1, total + 1):
         base = tmp_path / f"crash-{crash_at}"
         storage, dlq = FaultyStorage(base), RecordingDeadLetters()
         storage.crash_at = crash_at
         with pytest.raises(Crash):
-            run_writer(storage, dlq)
+            run_writer(storage, dlq, type_ahead=type_ahead)
         assert_reader_view_is_clean(base)
         storage.crash_at = None  # the restarted process: fresh memory, same disk
-        run_writer(storage, dlq)
+        run_writer(storage, dlq, type_ahead=type_ahead)
         assert_exactly_once(base, dlq)
 
 
@@ -161,10 +167,11 @@ def test_crashes_during_recovery_and_again_after_restart(tmp_path: Path) -> None
         assert_exactly_once(base, dlq)
 
 
-def test_storage_failures_delay_flushes_without_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("type_ahead", TYPE_AHEAD)
+def test_storage_failures_delay_flushes_without_loss(tmp_path: Path, type_ahead: int) -> None:
     storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
     storage.fail_at = set(range(5, 400, 7))  # every 7th operation fails once (disk full, S3 error)
-    run_writer(storage, dlq)
+    run_writer(storage, dlq, type_ahead=type_ahead)
     assert_exactly_once(tmp_path, dlq)
 
 

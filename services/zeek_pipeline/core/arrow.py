@@ -127,6 +127,7 @@ class _Plan:
     read_schemas: dict[tuple[tuple[str, TimeForm], ...], pa.Schema] = field(default_factory=dict)
     canonical_schema: pa.Schema | None = None
     coercers: _Coercers | None = None
+    mixed_forms: bool = False  # a batch of this log type mixed ISO and epoch times: check batches first
 
 
 _PLANS: OrderedDict[tuple[str, int, int], tuple[_Plan, ZeekSchema, NormalizationRules]] = OrderedDict()
@@ -338,14 +339,29 @@ def _peek_forms(plan: _Plan, values: Sequence[bytes]) -> dict[str, TimeForm] | N
     return {name: forms.get(name, default) for name in plan.time_fields}
 
 
+def _ts_forms_agree(buffer: bytes, forms: Mapping[str, TimeForm]) -> bool:
+    """Whether every `ts` of the batch has the form its first and last documents have: two byte counts, so
+    once a log type has shown mixed ISO and epoch batches (two sensors on one topic), such a batch goes to
+    the grouped path at once instead of after a failed read. The counts hold the GIL, so they run only for
+    those log types. A miscount only costs speed: the read checks types."""
+    form = forms.get("ts")
+    if form is None:
+        return True
+    iso = buffer.count(_TS_ISO)
+    return iso == buffer.count(_TS_KEY) if form == "iso" else iso == 0
+
+
 def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
           offsets: Sequence[int], forms: dict[str, TimeForm] | None = None) -> pa.Table | None:
+    peeked = forms is None
     if forms is None:
         forms = _peek_forms(plan, values)
         if forms is None:
             return None
+    # A document with a raw newline (pretty-printed JSON) splits into lines that are not JSON objects: the
+    # read fails or the row count differs, and the batch takes the per-document path.
     buffer = b"\n".join(values)
-    if buffer.count(b"\n") != len(values) - 1:  # a document with a raw newline: frame it per row
+    if peeked and plan.mixed_forms and not _ts_forms_agree(buffer, forms):
         return None
     try:
         table = _read(buffer, _cached_read_schema(plan, forms), max(map(len, values)), infer=True)
@@ -367,6 +383,7 @@ def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Seque
 
 
 _TS_KEY = b'"ts":'
+_TS_ISO = b'"ts":"'
 _EPOCH_START = frozenset(b"-0123456789")
 
 
@@ -405,6 +422,7 @@ def _grouped(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Se
     timeless = groups.pop(None, [])
     if len(groups) < 2:
         return None
+    plan.mixed_forms = True
     largest = max(groups, key=lambda key: len(groups[key]))
     groups[largest] = sorted([*groups[largest], *timeless])  # no time values: fits any form
     original: list[int] = []

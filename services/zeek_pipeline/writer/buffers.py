@@ -1,7 +1,8 @@
 """In-memory buffers of consumed messages, one per (log type, Kafka partition), and when to flush them.
 
-A buffer keeps the raw message bytes and offsets in arrival (= offset) order; converting to Arrow happens
-once per flush, vectorised. Keying by partition as well as log type makes every flush cover one
+A buffer keeps the raw message bytes and offsets in arrival (= offset) order; its oldest records are
+typed to Arrow a chunk at a time while it fills (writer/chunks.py, on the engine's pool), the rest at
+flush time, always vectorised. Keying by partition as well as log type makes every flush cover one
 contiguous run of one partition's records of one log type, which is what the commit log records (and
 what lets a restart skip exactly the records already written). The event hour is not part of the key:
 it is computed from the typed `event_time` column at flush time and each hour gets its own file.
@@ -13,9 +14,12 @@ over all buffers, `write.max_memory_mb`: when the total goes over, the largest b
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zeek_pipeline.settings import WriteSettings
+from zeek_pipeline.writer.chunks import TypedChunk
 
 MB = 1024 * 1024
 # Python's cost of one buffered message beyond its bytes: the bytes object header, list slots, the offset int.
@@ -24,14 +28,25 @@ ENTRY_OVERHEAD = 72
 
 @dataclass(slots=True)
 class Segment:
-    """The buffered messages of one (log type, partition), oldest first."""
+    """The buffered messages of one (log type, partition), oldest first: `chunks` (typed ahead) cover the
+    oldest records, `values` holds the documents of the newer ones not typed yet."""
 
     log_type: str
     partition: int
     started: float  # monotonic time of the first message
-    values: list[bytes] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    nbytes: int = 0  # message bytes only (what flush_buffer_mb measures)
+    values: list[bytes] = field(default_factory=list)  # documents of the records after the chunks
+    offsets: list[int] = field(default_factory=list)  # of every record, chunks' and values'
+    nbytes: int = 0  # message bytes only (what flush_buffer_mb measures), of every record
+    sizes: array[int] = field(default_factory=lambda: array("L"))  # message bytes of each record
+    chunks: list[TypedChunk] = field(default_factory=list)
+
+    @property
+    def typed_count(self) -> int:
+        return sum(chunk.count for chunk in self.chunks)
+
+    @property
+    def untyped_nbytes(self) -> int:
+        return self.nbytes - sum(chunk.nbytes for chunk in self.chunks)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -51,7 +66,11 @@ class Segment:
 
     @property
     def memory(self) -> int:
-        return self.nbytes + ENTRY_OVERHEAD * len(self.offsets)
+        chunks = self.chunks
+        if not chunks:
+            return self.nbytes + ENTRY_OVERHEAD * len(self.offsets)
+        return (sum(chunk.memory for chunk in chunks) + self.nbytes - sum(chunk.nbytes for chunk in chunks)
+                + ENTRY_OVERHEAD * len(self.offsets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +93,8 @@ class FlushPolicy:
             return min(self.event_count, segment.count)
         if reason == "size" and self.flush_bytes:
             total = 0
-            for index, value in enumerate(segment.values):
-                total += len(value)
+            for index, size in enumerate(segment.sizes):
+                total += size
                 if total >= self.flush_bytes:
                     return index + 1
         return segment.count
@@ -102,22 +121,52 @@ class Buffers:
         segment = self.segments.get((log_type, partition))
         if segment is None:
             segment = self.segments[(log_type, partition)] = Segment(log_type, partition, now)
+        size = len(value)
         segment.values.append(value)
         segment.offsets.append(offset)
-        segment.nbytes += len(value)
+        segment.sizes.append(size)
+        segment.nbytes += size
         return segment
 
     def take(self, key: tuple[str, int], count: int | None = None) -> Segment:
-        """Remove the buffer, or only its `count` oldest records (the rest stays, same start time)."""
+        """Remove the buffer, or only its `count` oldest records (the rest stays, same start time); a cut
+        inside a typed chunk splits it (waiting for its typing if need be)."""
         segment = self.segments[key]
         if count is None or count >= segment.count:
             return self.segments.pop(key)
-        head = Segment(segment.log_type, segment.partition, segment.started, segment.values[:count],
-                       segment.offsets[:count], sum(len(v) for v in segment.values[:count]))
-        del segment.values[:count]
+        head_chunks: list[TypedChunk] = []
+        taken = 0
+        while segment.chunks and taken + segment.chunks[0].count <= count:
+            chunk = segment.chunks.pop(0)
+            head_chunks.append(chunk)
+            taken += chunk.count
+        if taken < count and segment.chunks:
+            first, rest = segment.chunks[0].cut(count - taken, sum(segment.sizes[taken:count]))
+            head_chunks.append(first)
+            segment.chunks[0] = rest
+            taken = count
+        from_values = count - taken
+        head = Segment(segment.log_type, segment.partition, segment.started, segment.values[:from_values],
+                       segment.offsets[:count], sum(segment.sizes[:count]), segment.sizes[:count], head_chunks)
+        del segment.values[:from_values]
         del segment.offsets[:count]
+        del segment.sizes[:count]
         segment.nbytes -= head.nbytes
         return head
+
+    def type_ahead(self, min_bytes: int, start: Callable[[Segment, list[bytes], list[int], int], TypedChunk],
+                   skip: str = "") -> int:
+        """Hand the untyped records of every buffer holding at least `min_bytes` of them to `start` (which
+        submits their typing) and keep the chunk it returns; returns how many chunks were started."""
+        started = 0
+        for segment in self.segments.values():
+            if segment.log_type == skip or not segment.values or segment.untyped_nbytes < min_bytes:
+                continue
+            values, segment.values = segment.values, []
+            first = len(segment.offsets) - len(values)
+            segment.chunks.append(start(segment, values, segment.offsets[first:], sum(segment.sizes[first:])))
+            started += 1
+        return started
 
     def take_due(self, segment: Segment, reason: str) -> Segment:
         return self.take(segment.key, self.policy.cut(segment, reason))

@@ -3,7 +3,9 @@
 The service feeds it consumed records; the engine decides what is done and what each partition's restart
 offset is. Flushes run in a queue, in order: in the service on a worker thread (converting and writing
 Parquet release the GIL, so consumption goes on meanwhile), in tests inline (`threaded=False`), which lets
-tests/unit/test_writer_recovery.py crash it at every storage operation.
+tests/unit/test_writer_recovery.py crash it at every storage operation. In threaded mode each queued job
+is also handed to a pool of `prepare_threads` that types and encodes it ahead of its turn, so several
+buffers are converted at once while staging and commits stay in order.
 
 Order per partition is strict: a job commits only after every earlier job of the queue, and a job that
 fails (storage, DLQ) stays at the head and is retried, holding back the ones behind it. So the latest
@@ -22,11 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from typing import Any, Protocol
 
 from zeek_pipeline.writer.buffers import Buffers, Segment
+from zeek_pipeline.writer.chunks import InlineExecutor, TypedChunk
 from zeek_pipeline.writer.commitlog import CommitConflict, CommitLog, PartitionState
-from zeek_pipeline.writer.convert import route_fast
+from zeek_pipeline.writer.convert import UNROUTABLE, route_fast
 from zeek_pipeline.writer.dlq import DeadLetterError
 from zeek_pipeline.writer.flush import Cancelled, Flusher, FlushJob
 from zeek_pipeline.writer.storage import StorageError
@@ -34,6 +39,7 @@ from zeek_pipeline.writer.storage import StorageError
 log = logging.getLogger("zeek_pipeline.writer.engine")
 
 MAX_DONE_RANGES = 256  # done ranges above a partition's restart offset before its oldest buffer is forced out
+TYPE_AHEAD_BYTES = 1 << 20  # untyped documents of a buffer handed to the pool as one chunk (~1000 records)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
 Listener = Callable[[FlushJob], None]
@@ -48,7 +54,8 @@ class MessageLike(Protocol):
 
 class WriterEngine:
     def __init__(self, buffers: Buffers, commitlog: CommitLog, flusher: Flusher, *, threaded: bool = False,
-                 on_flushed: Listener | None = None) -> None:
+                 on_flushed: Listener | None = None, prepare_threads: int = 2,
+                 type_ahead_bytes: int = TYPE_AHEAD_BYTES) -> None:
         self.buffers = buffers
         self.commitlog = commitlog
         self.flusher = flusher
@@ -66,11 +73,17 @@ class WriterEngine:
         self._running: FlushJob | None = None
         self._stop = False
         self._worker: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._prepare_threads = prepare_threads
+        self.type_ahead_bytes = type_ahead_bytes  # 0: type every buffer at flush time only
+        self._typer: Executor = InlineExecutor()  # the pool once started (inline mode types at once)
         self._backoff = BACKOFF_MIN
 
     # --- the worker ----------------------------------------------------------------------------------
     def start(self) -> None:
         if self.threaded and self._worker is None:
+            self._pool = ThreadPoolExecutor(self._prepare_threads, thread_name_prefix="prepare")
+            self._typer = self._pool
             self._worker = threading.Thread(target=self._work, name="flusher", daemon=True)
             self._worker.start()
 
@@ -81,6 +94,10 @@ class WriterEngine:
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)  # a chunk never typed is typed at its flush
+            self._pool = None
+            self._typer = InlineExecutor()
 
     def _work(self) -> None:
         while True:
@@ -101,6 +118,8 @@ class WriterEngine:
         while self.queue:
             job = self.queue[0]
             if not job.cancelled:
+                if job.ahead is not None:
+                    wait_for_futures([job.ahead])  # its failure, if any, is raised again by run()
                 self._running = job
                 try:
                     self.flusher.run(job)
@@ -194,9 +213,11 @@ class WriterEngine:
             if segment is None:
                 add(log_type, partition, offset, value, now)
             else:
+                size = len(value)
                 segment.values.append(value)
                 segment.offsets.append(offset)
-                segment.nbytes += len(value)
+                segment.sizes.append(size)
+                segment.nbytes += size
         return consumed
 
     def add(self, partition: int, offset: int, value: bytes | None, now: float) -> bool:
@@ -221,12 +242,18 @@ class WriterEngine:
         if buffered is not None:
             candidates.append(buffered)
         job = FlushJob(segment, reason, min(candidates), self.states[partition])
+        if self._pool is not None:
+            job.ahead = self._pool.submit(self._prepare_ahead, job)
         with self._wake:
             self.queue.append(job)
             self._wake.notify_all()
         if not self.threaded:
             self.process()
         return job
+
+    def _prepare_ahead(self, job: FlushJob) -> None:
+        if not job.cancelled:
+            self.flusher.prepare(job)
 
     def queued_memory(self) -> int:
         return sum(job.memory for job in list(self.queue))
@@ -257,6 +284,12 @@ class WriterEngine:
             if largest is None:
                 break
             queued += self.submit(self.buffers.take(largest.key), "memory").memory
+        if self.type_ahead_bytes:
+            self.buffers.type_ahead(self.type_ahead_bytes, self._type_chunk, skip=UNROUTABLE)
+
+    def _type_chunk(self, segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
+        return TypedChunk.submit(self._typer, self.flusher.converter, segment.log_type, segment.partition, values,
+                                 offsets, nbytes)
 
     def wait_for_room(self, timeout: float) -> None:
         """Backpressure: the worker is behind and the cap is reached; wait for it a little."""

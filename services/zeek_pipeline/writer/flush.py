@@ -1,14 +1,20 @@
-"""One flush of one (log type, partition) buffer, as resumable steps: convert, dead-letter, stage, commit,
+"""One flush of one (log type, partition) buffer, as resumable steps: prepare, dead-letter, stage, commit,
 publish. A step that fails on storage or the DLQ raises and leaves the job where it was; calling `run`
 again resumes it (every step is idempotent), so a full disk or an S3 outage delays a flush but never
 loses or repeats a record. The commit record is built once and kept, so a retry after an ambiguous
 failure (the write may have landed) recognises its own record instead of conflicting with it.
+
+`prepare` (typing the documents and encoding the Parquet files in memory) is pure CPU work that touches
+neither storage nor the commit log, so the engine runs it ahead of the job's turn on a small thread pool:
+several buffers are typed and encoded at once (pyarrow releases the GIL) while the steps from staging on
+stay strictly in commit order. Once prepared, a job holds only its encoded files and its rejects.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -16,6 +22,7 @@ import pyarrow.compute as pc
 
 from zeek_pipeline.core.schema import OFFSET_COLUMN
 from zeek_pipeline.writer.buffers import Segment
+from zeek_pipeline.writer.chunks import combine, type_records
 from zeek_pipeline.writer.commitlog import CommitLog, CommitRecord, PartitionState, StagedFile
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, Reject, route
 from zeek_pipeline.writer.dlq import DeadLetterError, DeadLetters, Delivery
@@ -33,9 +40,10 @@ class Cancelled(Exception):
 @dataclass(slots=True)
 class PlannedFile:
     final: str
-    table: pa.Table
+    rows: int
     first: int
     last: int
+    data: pa.Buffer  # the whole Parquet file, encoded in memory by `prepare`
 
 
 @dataclass(slots=True, eq=False)
@@ -49,7 +57,9 @@ class FlushJob:
     next_offset: int
     state: PartitionState
     rejects: tuple[Reject, ...] = ()
-    files: list[PlannedFile] | None = None  # None until converted
+    rejected: dict[int, bytes] = field(default_factory=dict)  # the documents of `rejects`, by index
+    files: list[PlannedFile] | None = None  # None until prepared
+    ahead: Future[None] | None = None  # `prepare` running on the engine's pool
     deliveries: list[Delivery | None] = field(default_factory=list)
     dlq_done: bool = False
     record: CommitRecord | None = None
@@ -67,8 +77,10 @@ class FlushJob:
 
     @property
     def memory(self) -> int:
-        held = sum(f.table.nbytes for f in self.files) if self.files else 0
-        return held or self.segment.memory
+        """Bytes held: the buffered documents until prepared, then the encoded files and the rejects."""
+        if self.files is None:
+            return self.segment.memory
+        return sum(int(f.data.size) for f in self.files) + sum(map(len, self.rejected.values()))
 
     @property
     def done(self) -> bool:
@@ -107,23 +119,47 @@ class Flusher:
         self.on_file = on_file
 
     # --- steps -------------------------------------------------------------------------------------
-    def _convert(self, job: FlushJob) -> None:
+    def prepare(self, job: FlushJob) -> None:
+        """Type the buffer and encode its Parquet files in memory, one per event hour (no storage, no commit
+        log: safe in any thread, ahead of the job's turn). Afterwards the job keeps the documents of its
+        rejects only. pa.ArrowException on an encoding failure (the caller retries it as a storage error)."""
+        if job.files is not None:
+            return
         seg = job.segment
         if seg.log_type == UNROUTABLE:
-            job.rejects = tuple(Reject(index, route(value)[1] or INVALID_LOG_TYPE, "the message has no usable log_type")
-                                for index, value in enumerate(seg.values))
-            job.files = []
-            return
-        converted = self.converter.convert(seg.log_type, seg.values, [seg.partition] * seg.count, seg.offsets)
-        job.rejects = converted.rejects
-        files: list[PlannedFile] = []
-        for hour, table in split_by_hour(converted.table):
-            offsets = table.column(OFFSET_COLUMN)
-            bounds = pc.min_max(offsets)
-            first, last = int(bounds["min"].as_py()), int(bounds["max"].as_py())
-            name = file_name(self.file_prefix, seg.log_type, kafka_file_id(seg.partition, first, last))
-            files.append(PlannedFile(relative_path(seg.log_type, hour, name), table, first, last))
+            rejects = tuple(Reject(index, route(value)[1] or INVALID_LOG_TYPE, "the message has no usable log_type")
+                            for index, value in enumerate(seg.values))
+            job.rejected = {reject.index: seg.values[reject.index] for reject in rejects}
+            files: list[PlannedFile] = []
+        else:
+            parts = [chunk.result() for chunk in seg.chunks]  # typed ahead on the engine's pool
+            counts = [chunk.count for chunk in seg.chunks]
+            if seg.values or not parts:
+                untyped = seg.offsets[len(seg.offsets) - len(seg.values):]
+                parts.append(type_records(self.converter, seg.log_type, seg.partition, seg.values, untyped))
+                counts.append(len(seg.values))
+            typed = combine(parts, counts)
+            rejects = typed.rejects
+            job.rejected = typed.rejected
+            files = [self._encode(seg, hour, table) for hour, table in split_by_hour(typed.table)]
+        job.rejects = rejects
         job.files = files
+        seg.values = []  # typed and encoded: the documents are no longer needed
+        seg.chunks = []
+
+    def _encode(self, seg: Segment, hour: int, table: pa.Table) -> PlannedFile:
+        bounds = pc.min_max(table.column(OFFSET_COLUMN))
+        first, last = int(bounds["min"].as_py()), int(bounds["max"].as_py())
+        name = file_name(self.file_prefix, seg.log_type, kafka_file_id(seg.partition, first, last))
+        metadata = file_metadata(seg.log_type, self.converter.schema_version, {
+            "zeek_pipeline.kafka_topic": self.topic,
+            "zeek_pipeline.kafka_partition": str(seg.partition),
+            "zeek_pipeline.first_offset": str(first),
+            "zeek_pipeline.last_offset": str(last),
+        })
+        sink = pa.BufferOutputStream()
+        write_table(sink, table, self.options, metadata)
+        return PlannedFile(relative_path(seg.log_type, hour, name), table.num_rows, first, last, sink.getvalue())
 
     def _dead_letter(self, job: FlushJob) -> None:
         """Send the rejects (again only those whose earlier delivery failed) and wait for acknowledgements."""
@@ -134,7 +170,7 @@ class Flusher:
             delivery = job.deliveries[i]
             if delivery is None or delivery.ok is False:
                 job.deliveries[i] = self.dead_letters.send(
-                    seg.values[reject.index], reason=reject.reason, detail=reject.detail, source_topic=self.topic,
+                    job.rejected[reject.index], reason=reject.reason, detail=reject.detail, source_topic=self.topic,
                     partition=seg.partition, offset=seg.offsets[reject.index],
                     log_type=None if seg.log_type == UNROUTABLE else seg.log_type)
         self.dead_letters.flush()
@@ -151,17 +187,11 @@ class Flusher:
         try:
             for index, planned in enumerate(job.files):
                 rel = self.commitlog.staged_path(job.partition, seq, index)
-                metadata = file_metadata(job.segment.log_type, self.converter.schema_version, {
-                    "zeek_pipeline.kafka_topic": self.topic,
-                    "zeek_pipeline.kafka_partition": str(job.partition),
-                    "zeek_pipeline.first_offset": str(planned.first),
-                    "zeek_pipeline.last_offset": str(planned.last),
-                })
                 with self.storage.open_output(rel) as sink:
-                    write_table(sink, planned.table, self.options, metadata)
+                    sink.write(planned.data)
                 self.storage.sync(rel)
                 self.storage.prepare_dir(planned.final.rsplit("/", 1)[0])
-                staged.append(StagedFile(rel, planned.final, job.segment.log_type, planned.table.num_rows,
+                staged.append(StagedFile(rel, planned.final, job.segment.log_type, planned.rows,
                                          self.storage.size(rel)))
         except (OSError, pa.ArrowException, StorageError) as exc:
             self._discard(staged)
@@ -183,7 +213,10 @@ class Flusher:
         job.attempts += 1
         state = job.state
         if job.files is None:
-            self._convert(job)
+            try:
+                self.prepare(job)
+            except pa.ArrowException as exc:
+                raise as_storage_error("encoding", f"{job.segment.log_type} p{job.partition}", exc) from exc
         if job.rejects and not job.dlq_done:
             self._dead_letter(job)
         seg = job.segment

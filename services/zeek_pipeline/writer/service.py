@@ -63,7 +63,8 @@ class WriterService:
                           file_prefix=settings.output.parquet.file_prefix, topic=self.topic,
                           on_file=self.metrics.file_written)
         self.engine = WriterEngine(Buffers(FlushPolicy.from_settings(settings.write)), commitlog, flusher,
-                                   threaded=True, on_flushed=self._on_flushed)
+                                   threaded=True, on_flushed=self._on_flushed,
+                                   prepare_threads=settings.writer.flush_threads)
         self.consumer: Consumer | None = None
         self.paused = False
         self._next_lag = 0.0
