@@ -18,9 +18,9 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from zeek_pipeline.core.config_file import config_file, read_json
 from zeek_pipeline.core.rules import EnrichSettings
 
 ENV_PREFIX = "ZEEK_PIPELINE_"
@@ -268,19 +268,13 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 
 def resolve_config_file(path: Path | str | None) -> Path:
     """`--config` may name config.json or the config directory; the default is ./config/config.json."""
-    candidate = Path(path) if path else Path(os.environ.get("ZEEK_PIPELINE_CONFIG", "config"))
-    return candidate / "config.json" if candidate.is_dir() else candidate
+    return config_file(path or os.environ.get("ZEEK_PIPELINE_CONFIG", "config"), "config.json")
 
 
 def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, overlay the environment and validate; every problem becomes one SettingsError naming the file."""
     file = resolve_config_file(path)
-    try:
-        data = orjson.loads(file.read_bytes())
-    except FileNotFoundError as exc:
-        raise SettingsError(f"{file}: file not found") from exc
-    except orjson.JSONDecodeError as exc:
-        raise SettingsError(f"{file}: not valid JSON: {exc}") from exc
+    data = read_json(file, SettingsError)
     if not isinstance(data, dict):
         raise SettingsError(f"{file}: the top level must be a JSON object, got {type(data).__name__}")
     data = apply_env(data, os.environ if environ is None else environ)

@@ -42,6 +42,8 @@ from pydantic import (
     model_validator,
 )
 
+from zeek_pipeline.core.config_file import config_file, read_json
+
 # The enriched layer's keys (fixed by the core contract); normalized names must not collide with them
 # because the Parquet writer stores both layers as columns of one table.
 ENRICHED_KEYS = frozenset({
@@ -276,16 +278,8 @@ def parse_rules(data: Any, source: str = "normalization.json") -> NormalizationR
 
 def load_rules(path: Path | str) -> NormalizationRules:
     """Read and validate config/normalization.json (a directory means its normalization.json)."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "normalization.json"
-    try:
-        data = orjson.loads(file.read_bytes())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{file}: file not found") from exc
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
-    return parse_rules(data, str(file))
+    file = config_file(path, "normalization.json")
+    return parse_rules(read_json(file, ConfigError), str(file))
 
 
 def parse_enrich(data: Any, source: str = "config.json") -> EnrichSettings:

@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from zeek_pipeline.core.config_file import config_file, read_json
 from zeek_pipeline.core.rules import ConfigError, NormalizationRules, is_valid_name
 
 ZEEK_SCALAR_TYPES: tuple[str, ...] = (
@@ -211,16 +212,8 @@ def parse_schema(data: Any, source: str = "schema.json") -> ZeekSchema:
 
 def load_schema(path: Path | str) -> ZeekSchema:
     """Read and validate config/schema.json (a directory means its schema.json)."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "schema.json"
-    try:
-        data = orjson.loads(file.read_bytes())
-    except FileNotFoundError as exc:
-        raise SchemaError(f"{file}: file not found") from exc
-    except orjson.JSONDecodeError as exc:
-        raise SchemaError(f"{file}: not valid JSON: {exc}") from exc
-    return parse_schema(data, str(file))
+    file = config_file(path, "schema.json")
+    return parse_schema(read_json(file, SchemaError), str(file))
 
 
 # ---------------------------------------------------------------------------------------------------

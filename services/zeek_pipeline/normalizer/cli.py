@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
+from zeek_pipeline.runtime.cli import add_config_argument, config_error, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, metavar="PATH",
-                        help="config.json or its directory (default: $ZEEK_PIPELINE_CONFIG or config/); "
-                             "normalization.json and schema.json are read from the same directory; "
-                             "ZEEK_PIPELINE_* environment variables override the file")
+    add_config_argument(parser, also_read="normalization.json and schema.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,11 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from zeek_pipeline.core.transform import Transformer
     from zeek_pipeline.normalizer.service import COMPONENT, NormalizerService
     from zeek_pipeline.runtime.logging import setup_logging
-    from zeek_pipeline.settings import SettingsError, load_settings, resolve_config_file
+    from zeek_pipeline.settings import SettingsError
 
     try:
-        settings = load_settings(args.config)
-        config_dir = resolve_config_file(args.config).parent
+        settings, config_dir = load_config(args.config)
         transformer = Transformer.from_config_dir(
             config_dir,
             enrich=settings.enrich,
@@ -35,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
             max_message_bytes=settings.normalizer.max_message_bytes,
         )
     except (SettingsError, ConfigError) as exc:
-        sys.stderr.write(f"zeek-pipeline normalizer-enricher: {exc}\n")
-        return 2
+        return config_error("normalizer-enricher", exc)
     setup_logging(settings.log, COMPONENT)
     logging.getLogger("zeek_pipeline.normalizer-enricher").info(
         "starting", extra={"context": {"config": str(config_dir), "config_hash": settings.config_hash()}})
