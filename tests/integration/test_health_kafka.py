@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -25,6 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.infra import topics
 from tests.infra.kafka import KafkaBroker
+from tests.infra.service_process import launch, stop
 from tests.infra.zeek_data import PROJECT_ROOT, json_logs, read_lines
 from zeek_pipeline.health.lag import GroupSpec, LagMonitor
 from zeek_pipeline.health.status_reader import StatusReader
@@ -36,7 +36,6 @@ from zeek_pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
-ZEEK = PROJECT_ROOT / ".venv" / "bin" / "zeek-pipeline"
 CONFIG = PROJECT_ROOT / "config" / "config.json"
 T = TypeVar("T")
 
@@ -114,9 +113,7 @@ def health_service(env: dict[str, str], tmp_path: Path) -> Iterator[HealthProces
     log = tmp_path / f"health-{port}.out"
     full_env = {**os.environ, **env, "ZEEK_PIPELINE_HEALTH_HOST": "127.0.0.1", "ZEEK_PIPELINE_HEALTH_PORT": str(port),
                 "PYTHONFAULTHANDLER": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(ZEEK), "health", "--config", str(CONFIG)], env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc = launch(["health", "--config", str(CONFIG)], full_env, log)
     service = HealthProcess(f"http://127.0.0.1:{port}", proc, log)
 
     def up() -> bool:
@@ -130,14 +127,8 @@ def health_service(env: dict[str, str], tmp_path: Path) -> Iterator[HealthProces
         wait_until(up, 60, "the health service to answer /healthz")
         yield service
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-                raise AssertionError(f"health ignored SIGTERM:\n{service.log_text()[-3000:]}") from None
+        if not stop(proc, 20):
+            raise AssertionError(f"health ignored SIGTERM:\n{service.log_text()[-3000:]}")
 
 
 def runtime(settings: Settings, component: str, instance: str) -> ServiceRuntime:

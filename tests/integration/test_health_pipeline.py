@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.infra.service_process import launch, stop
 from tests.infra.zeek_data import json_logs
 from tests.integration.test_health_kafka import (
     CONFIG,
-    ZEEK,
     HealthProcess,
     create_pipeline_topics,
     free_port,
@@ -50,20 +49,8 @@ class Pipeline:
 
 def _start(pipeline: Pipeline, tmp_path: Path, name: str, argv: list[str], extra: dict[str, str]) -> None:
     log = tmp_path / f"{name}.out"
-    with log.open("wb") as out:
-        pipeline.procs[name] = subprocess.Popen([str(ZEEK), *argv], env={**os.environ, **pipeline.env, **extra},
-                                                stdout=out, stderr=subprocess.STDOUT)
+    pipeline.procs[name] = launch(argv, {**os.environ, **pipeline.env, **extra}, log)
     pipeline.logs[name] = log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -91,7 +78,7 @@ def running_pipeline(bootstrap: str, tmp_path: Path, *, rate: int = 800) -> Iter
         finally:
             for name in ("publish", "normalizer-enricher", "parquet-writer"):
                 if name in pipeline.procs:
-                    _stop(pipeline.procs[name])
+                    stop(pipeline.procs[name], 40)
 
 
 def flowing(pipeline: Pipeline) -> dict[str, dict[str, Any]] | None:

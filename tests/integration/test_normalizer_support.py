@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tests.infra import topics
-from tests.infra.kafka import free_port
-from tests.infra.zeek_data import PROJECT_ROOT
+from tests.infra.service_process import CONFIG, ZEEK, ServiceDeployment
+from tests.infra.service_process import Service as Service  # re-exported: the normalizer tests import it from here
 
-ZEEK = PROJECT_ROOT / ".venv" / "bin" / "zeek-pipeline"
-CONFIG = PROJECT_ROOT / "config"
 STATUS_CONFIG = {"cleanup.policy": "compact"}
 # Fast group membership for kill/restart tests: a killed member is dropped after 6 s, not 30 s.
 FAST_GROUP = json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
@@ -33,8 +28,12 @@ Coordinate = tuple[str, int, int]  # source topic, partition, offset
 
 
 @dataclass
-class Pipeline:
-    """One isolated pipeline on a broker: its own topics and consumer group."""
+class Pipeline(ServiceDeployment):
+    """One isolated pipeline on a broker: its own topics and consumer group; `start()` runs a normalizer-enricher."""
+
+    command: ClassVar[str] = "normalizer-enricher"
+    port_variable: ClassVar[str] = "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT"
+    default_instance: ClassVar[str] = "normalizer-0"
 
     bootstrap: str
     workdir: Path
@@ -56,32 +55,13 @@ class Pipeline:
         self.group = topics.unique_name(f"{self.name}-group")
         return self
 
-    def env(self, instance: str, **overrides: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("ZEEK_PIPELINE_")}
-        env.update({
-            "ZEEK_PIPELINE_KAFKA_BROKERS": self.bootstrap,
+    def service_env(self) -> dict[str, str]:
+        return {
             "ZEEK_PIPELINE_KAFKA_TOPIC": self.input,
             "ZEEK_PIPELINE_KAFKA_GROUP_ID": self.group,
             "ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC": self.output,
             "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": self.dlq,
-            "ZEEK_PIPELINE_STATUS_TOPIC": self.status,
-            "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": "2",
-            "ZEEK_PIPELINE_LOG_PATH": str(self.workdir / "log"),
-            "ZEEK_PIPELINE_INSTANCE_ID": instance,
-            "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT": str(free_port()),
-        })
-        env.update(overrides)
-        return env
-
-    def start(self, instance: str = "normalizer-0", **overrides: str) -> Service:
-        env = self.env(instance, **overrides)
-        log = self.workdir / f"{instance}.{len(self.services)}.out"
-        with log.open("wb") as out:
-            process = subprocess.Popen([str(ZEEK), "normalizer-enricher", "--config", str(CONFIG)], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
-        service = Service(process, log, int(env["ZEEK_PIPELINE_NORMALIZER_HTTP_PORT"]))
-        self.services.append(service)
-        return service
+        }
 
     def publish(self, files: Iterable[Path], *args: str, background: bool = False) -> subprocess.Popen[bytes]:
         command = [str(ZEEK), "publish", "--topic", self.input, "--brokers", self.bootstrap, "--config",
@@ -128,61 +108,11 @@ class Pipeline:
                              + "\n".join(s.tail() for s in self.services[-2:]))
 
     def stop_all(self) -> None:
-        for service in self.services:
-            service.kill()
+        super().stop_all()
         for process in self.publishers:
             if process.poll() is None:
                 process.kill()
             process.wait(10)
-
-
-@dataclass
-class Service:
-    process: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def terminate(self, timeout: float = 40.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def status(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as response:  # noqa: S310
-            data: dict[str, object] = json.loads(response.read())
-        return data
-
-    def ready(self) -> tuple[int, str]:
-        """/readyz: 200 when partitions are assigned and the broker answers, else 503 with the reason."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:  # noqa: S310
-                return response.status, response.read().decode().strip()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode().strip()
-
-    def assigned(self) -> set[int]:
-        with contextlib.suppress(OSError):
-            return {int(ref["partition"]) for ref in self.status()["assigned"]}  # type: ignore[attr-defined]
-        return set()
-
-    def wait_assigned(self, count: int, timeout: float = 60.0) -> set[int]:
-        deadline = time.monotonic() + timeout
-        assigned: set[int] = set()
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.tail()
-            assigned = self.assigned()
-            if len(assigned) == count:
-                return assigned
-            time.sleep(0.3)
-        raise AssertionError(f"{len(assigned)} partitions assigned, wanted {count}\n{self.tail()}")
 
 
 def coordinate(record: topics.Record) -> Coordinate:

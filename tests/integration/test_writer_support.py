@@ -5,9 +5,7 @@ normalized records, and exactly-once checks by (partition, offset) read back wit
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -15,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import orjson
@@ -25,7 +23,8 @@ from confluent_kafka import KafkaException, Producer
 
 from tests.infra import topics
 from tests.infra.kafka import free_port
-from tests.integration.test_normalizer_support import CONFIG, FAST_GROUP, STATUS_CONFIG, ZEEK, Service
+from tests.infra.service_process import Service, ServiceDeployment
+from tests.integration.test_normalizer_support import FAST_GROUP, STATUS_CONFIG
 
 Coordinate = tuple[int, int]  # partition, offset of the normalized record
 
@@ -55,8 +54,13 @@ def produce_transactional(bootstrap: str, topic: str, values: Sequence[bytes], *
 
 
 @dataclass
-class Lake:
-    """One writer deployment on the shared broker: its topics, group and output (local dir or s3://)."""
+class Lake(ServiceDeployment):
+    """One writer deployment on the shared broker: its topics, group and output (local dir or s3://);
+    `start()` runs a parquet-writer."""
+
+    command: ClassVar[str] = "parquet-writer"
+    port_variable: ClassVar[str] = "ZEEK_PIPELINE_WRITER_HTTP_PORT"
+    default_instance: ClassVar[str] = "writer-0"
 
     bootstrap: str
     workdir: Path
@@ -77,38 +81,15 @@ class Lake:
         self.group = topics.unique_name("w-group")
         return self
 
-    def env(self, instance: str, **overrides: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("ZEEK_PIPELINE_")}
-        env.update({
-            "ZEEK_PIPELINE_KAFKA_BROKERS": self.bootstrap,
+    def service_env(self) -> dict[str, str]:
+        return {
             "ZEEK_PIPELINE_KAFKA_LIBRDKAFKA": FAST_GROUP,
             "ZEEK_PIPELINE_WRITER_TOPIC": self.topic,
             "ZEEK_PIPELINE_WRITER_GROUP_ID": self.group,
             "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": self.dlq,
             "ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH": self.base,
-            "ZEEK_PIPELINE_STATUS_TOPIC": self.status,
-            "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": "2",
-            "ZEEK_PIPELINE_LOG_PATH": str(self.workdir / "log"),
-            "ZEEK_PIPELINE_INSTANCE_ID": instance,
-            "ZEEK_PIPELINE_WRITER_HTTP_PORT": str(free_port()),
             **self.s3_env,
-        })
-        env.update(overrides)
-        return env
-
-    def start(self, instance: str = "writer-0", **overrides: str) -> Service:
-        env = self.env(instance, **overrides)
-        log = self.workdir / f"{instance}.{len(self.services)}.out"
-        with log.open("wb") as out:
-            process = subprocess.Popen([str(ZEEK), "parquet-writer", "--config", str(CONFIG)], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
-        service = Service(process, log, int(env["ZEEK_PIPELINE_WRITER_HTTP_PORT"]))
-        self.services.append(service)
-        return service
-
-    def stop_all(self) -> None:
-        for service in self.services:
-            service.kill()
+        }
 
     # --- the output, read independently of the writer ---------------------------------------------
     def _fs_and_root(self) -> tuple[pafs.FileSystem, str]:
