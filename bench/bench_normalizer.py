@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
         return relay()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=1, help="times the real mix is published (208k each)")
-    parser.add_argument("--batch-size", type=int, default=2000, help="normalizer.batch_size for both")
+    parser.add_argument("--batch-size", type=int, default=5000, help="normalizer.batch_size for both")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the best one counts")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-normalizer-"))

@@ -218,7 +218,7 @@ class NormalizerSpec(SpecModel):
     resources: Resources = _resources("250m", "256Mi", "1", "1Gi")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(default=
         "exactly_once", description="exactly_once uses Kafka transactions; at_least_once may duplicate on failure.")
-    batch_size: int = Field(default=2000, ge=1, le=100_000, description="Messages per consume/produce batch.")
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="Messages per consume/produce batch.")
     autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
 
 

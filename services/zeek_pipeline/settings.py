@@ -126,7 +126,7 @@ class WriteSettings(_Section):
 
 class NormalizerSettings(_Section):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    batch_size: int = Field(2000, ge=1, le=100_000)
+    batch_size: int = Field(5000, ge=1, le=100_000)
     batch_timeout_ms: int = Field(500, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     key_field: Literal["uid", "community_id"] = "uid"
