@@ -126,6 +126,7 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
             "topic": kafka.topics.normalized,
             "group_id": kafka.consumer_groups.writer,
             "batch_size": spec.writer.batch_size,
+            "flush_threads": spec.writer.flush_threads,
             "http_port": PORTS["parquet-writer"],
         },
         "health": {"host": "0.0.0.0", "port": PORTS["health"]},

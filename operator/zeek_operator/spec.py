@@ -306,6 +306,8 @@ class WriterSpec(SpecModel):
                              description="File name prefix.")
     row_group_size: int = Field(default=131_072, ge=1024, le=100_000_000, description="Rows per Parquet row group.")
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="Messages per consume batch.")
+    flush_threads: int = Field(default=2, ge=1, le=32,
+                               description="Threads typing and encoding buffers in parallel; match the CPU limit.")
 
 
 class HealthSpec(SpecModel):

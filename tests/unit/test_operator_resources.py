@@ -69,6 +69,15 @@ def test_rendered_config_is_accepted_by_the_services_settings(tmp_path: Path) ->
     assert files["normalization.json"] == (Path(render.defaults_dir()) / "normalization.json").read_text()
 
 
+def test_writer_threads_and_batch_size_reach_the_writer_settings(tmp_path: Path) -> None:
+    (tmp_path / "default").mkdir()
+    (tmp_path / "set").mkdir()
+    assert load_rendered(build()[1], tmp_path / "default").writer.flush_threads == 2
+    spec = with_("writer", {"flushThreads": 4, "batchSize": 2000})
+    settings = load_rendered(build(spec)[1], tmp_path / "set")
+    assert (settings.writer.flush_threads, settings.writer.batch_size) == (4, 2000)
+
+
 def test_secrets_reach_the_pods_as_env_and_never_the_configmap(tmp_path: Path) -> None:
     raw = with_("kafka.security", {"protocol": "SASL_SSL", "sasl": {"secretRef": {"name": "kafka-user"}},
                                    "tls": {"secretRef": {"name": "kafka-ca"}}})
