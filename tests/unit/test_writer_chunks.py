@@ -35,17 +35,6 @@ def typed_whole(values: list[bytes], offsets: list[int]) -> TypedRecords:
     return type_records(CONVERTER, "dns", 0, values, offsets)
 
 
-def typed_from_segment(segment: Segment) -> TypedRecords:
-    """What Flusher.prepare does: the chunks' results, then the untyped rest."""
-    parts = [chunk.result() for chunk in segment.chunks]
-    counts = [chunk.count for chunk in segment.chunks]
-    if segment.values or not parts:
-        rest = segment.offsets[len(segment.offsets) - len(segment.values):]
-        parts.append(type_records(CONVERTER, "dns", 0, segment.values, rest))
-        counts.append(len(segment.values))
-    return combine(parts, counts)
-
-
 def start(segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
     return TypedChunk.submit(InlineExecutor(), CONVERTER, segment.log_type, segment.partition, values, offsets,
                              nbytes)
@@ -79,7 +68,7 @@ def test_cuts_anywhere_in_typed_chunks_give_what_typing_at_flush_gives(seed: int
         assert head.offsets == list(range(taken, taken + head.count))
         assert head.nbytes == sum(map(len, all_values[taken:taken + head.count]))
         expected = typed_whole(all_values[taken:taken + head.count], head.offsets)
-        assert_same(typed_from_segment(head), expected)
+        assert_same(head.typed(CONVERTER), expected)
         taken += head.count
     assert taken == 650
 
@@ -94,7 +83,7 @@ def test_a_size_cut_measures_message_bytes_of_typed_records_too() -> None:
     [(segment, reason)] = buffers.due(0.0)
     head = buffers.take_due(segment, reason)
     assert (reason, head.count, head.nbytes) == ("size", 100, limit)
-    assert_same(typed_from_segment(head), typed_whole(values[:100], list(range(100))))
+    assert_same(head.typed(CONVERTER), typed_whole(values[:100], list(range(100))))
 
 
 def test_a_typed_chunk_is_held_at_its_arrow_size() -> None:

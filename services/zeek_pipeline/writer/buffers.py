@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zeek_pipeline.settings import WriteSettings
-from zeek_pipeline.writer.chunks import TypedChunk
+from zeek_pipeline.writer.chunks import TypedChunk, TypedRecords, combine, type_records
+from zeek_pipeline.writer.convert import Converter
 
 MB = 1024 * 1024
 # Python's cost of one buffered message beyond its bytes: the bytes object header, list slots, the offset int.
@@ -41,12 +42,19 @@ class Segment:
     chunks: list[TypedChunk] = field(default_factory=list)
 
     @property
-    def typed_count(self) -> int:
-        return sum(chunk.count for chunk in self.chunks)
-
-    @property
     def untyped_nbytes(self) -> int:
         return self.nbytes - sum(chunk.nbytes for chunk in self.chunks)
+
+    def typed(self, converter: Converter) -> TypedRecords:
+        """Every record typed: the chunks' results (waiting for the pool if need be), then the documents not
+        typed yet; reject indexes count from the oldest record."""
+        parts = [chunk.result() for chunk in self.chunks]
+        counts = [chunk.count for chunk in self.chunks]
+        if self.values or not parts:
+            untyped = self.offsets[len(self.offsets) - len(self.values):]
+            parts.append(type_records(converter, self.log_type, self.partition, self.values, untyped))
+            counts.append(len(self.values))
+        return combine(parts, counts)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -66,11 +74,8 @@ class Segment:
 
     @property
     def memory(self) -> int:
-        chunks = self.chunks
-        if not chunks:
-            return self.nbytes + ENTRY_OVERHEAD * len(self.offsets)
-        return (sum(chunk.memory for chunk in chunks) + self.nbytes - sum(chunk.nbytes for chunk in chunks)
-                + ENTRY_OVERHEAD * len(self.offsets))
+        typed = sum(chunk.memory for chunk in self.chunks)
+        return typed + self.untyped_nbytes + ENTRY_OVERHEAD * len(self.offsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,18 +160,15 @@ class Buffers:
         return head
 
     def type_ahead(self, min_bytes: int, start: Callable[[Segment, list[bytes], list[int], int], TypedChunk],
-                   skip: str = "") -> int:
+                   skip: str = "") -> None:
         """Hand the untyped records of every buffer holding at least `min_bytes` of them to `start` (which
-        submits their typing) and keep the chunk it returns; returns how many chunks were started."""
-        started = 0
+        submits their typing) and keep the chunk it returns."""
         for segment in self.segments.values():
             if segment.log_type == skip or not segment.values or segment.untyped_nbytes < min_bytes:
                 continue
             values, segment.values = segment.values, []
             first = len(segment.offsets) - len(values)
             segment.chunks.append(start(segment, values, segment.offsets[first:], sum(segment.sizes[first:])))
-            started += 1
-        return started
 
     def take_due(self, segment: Segment, reason: str) -> Segment:
         return self.take(segment.key, self.policy.cut(segment, reason))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
+from functools import partial
 from typing import ParamSpec, TypeVar
 
 import pyarrow as pa
@@ -64,35 +65,28 @@ def type_records(converter: Converter, log_type: str, partition: int, values: Se
 class TypedChunk:
     """`count` consecutive records of a buffer, typed (or being typed) on a pool."""
 
-    __slots__ = ("count", "nbytes", "_future", "_values", "_offsets", "_typed", "_converter", "_log_type",
-                 "_partition")
+    __slots__ = ("count", "nbytes", "_future", "_task", "_typed")
 
     def __init__(self, count: int, nbytes: int, *, typed: TypedRecords | None = None) -> None:
         self.count = count
         self.nbytes = nbytes  # message bytes of the records (what flush_buffer_mb measures)
         self._typed = typed
         self._future: Future[TypedRecords] | None = None
-        self._values: list[bytes] | None = None
-        self._offsets: list[int] | None = None
-        self._converter: Converter | None = None
-        self._log_type = ""
-        self._partition = 0
+        self._task: Callable[[], TypedRecords] | None = None  # the typing, until done (it holds the documents)
 
     @classmethod
     def submit(cls, pool: Executor, converter: Converter, log_type: str, partition: int, values: list[bytes],
                offsets: list[int], nbytes: int) -> TypedChunk:
         chunk = cls(len(values), nbytes)
-        chunk._values, chunk._offsets = values, offsets
-        chunk._converter, chunk._log_type, chunk._partition = converter, log_type, partition
+        chunk._task = partial(type_records, converter, log_type, partition, values, offsets)
         chunk._future = pool.submit(chunk._type)
         return chunk
 
     def _type(self) -> TypedRecords:
-        assert self._converter is not None and self._values is not None and self._offsets is not None
-        typed = type_records(self._converter, self._log_type, self._partition, self._values, self._offsets)
-        self._typed = typed
-        self._values = self._offsets = None  # typed: the documents are no longer needed
-        return typed
+        assert self._task is not None
+        self._typed = self._task()
+        self._task = None  # typed: the documents are no longer needed
+        return self._typed
 
     @property
     def done(self) -> bool:

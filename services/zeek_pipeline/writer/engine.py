@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from typing import Any, Protocol
 
@@ -76,14 +76,12 @@ class WriterEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._prepare_threads = prepare_threads
         self.type_ahead_bytes = type_ahead_bytes  # 0: type every buffer at flush time only
-        self._typer: Executor = InlineExecutor()  # the pool once started (inline mode types at once)
         self._backoff = BACKOFF_MIN
 
     # --- the worker ----------------------------------------------------------------------------------
     def start(self) -> None:
         if self.threaded and self._worker is None:
             self._pool = ThreadPoolExecutor(self._prepare_threads, thread_name_prefix="prepare")
-            self._typer = self._pool
             self._worker = threading.Thread(target=self._work, name="flusher", daemon=True)
             self._worker.start()
 
@@ -97,7 +95,6 @@ class WriterEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)  # a chunk never typed is typed at its flush
             self._pool = None
-            self._typer = InlineExecutor()
 
     def _work(self) -> None:
         while True:
@@ -288,7 +285,8 @@ class WriterEngine:
             self.buffers.type_ahead(self.type_ahead_bytes, self._type_chunk, skip=UNROUTABLE)
 
     def _type_chunk(self, segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
-        return TypedChunk.submit(self._typer, self.flusher.converter, segment.log_type, segment.partition, values,
+        typer = self._pool or InlineExecutor()  # inline mode (and after stop) types at once
+        return TypedChunk.submit(typer, self.flusher.converter, segment.log_type, segment.partition, values,
                                  offsets, nbytes)
 
     def wait_for_room(self, timeout: float) -> None:

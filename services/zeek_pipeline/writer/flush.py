@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 
 from zeek_pipeline.core.schema import OFFSET_COLUMN
 from zeek_pipeline.writer.buffers import Segment
-from zeek_pipeline.writer.chunks import combine, type_records
 from zeek_pipeline.writer.commitlog import CommitLog, CommitRecord, PartitionState, StagedFile
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, Reject, route
 from zeek_pipeline.writer.dlq import DeadLetterError, DeadLetters, Delivery
@@ -132,13 +131,7 @@ class Flusher:
             job.rejected = {reject.index: seg.values[reject.index] for reject in rejects}
             files: list[PlannedFile] = []
         else:
-            parts = [chunk.result() for chunk in seg.chunks]  # typed ahead on the engine's pool
-            counts = [chunk.count for chunk in seg.chunks]
-            if seg.values or not parts:
-                untyped = seg.offsets[len(seg.offsets) - len(seg.values):]
-                parts.append(type_records(self.converter, seg.log_type, seg.partition, seg.values, untyped))
-                counts.append(len(seg.values))
-            typed = combine(parts, counts)
+            typed = seg.typed(self.converter)  # mostly typed ahead on the engine's pool
             rejects = typed.rejects
             job.rejected = typed.rejected
             files = [self._encode(seg, hour, table) for hour, table in split_by_hour(typed.table)]
