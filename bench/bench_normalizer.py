@@ -156,12 +156,12 @@ def run_one(kind: str, guarantee: str, bootstrap: str, source: str, total: int, 
     status = create_topic(bootstrap, unique_name("bench-status"), 1, {"cleanup.policy": "compact"})
     env = {key: value for key, value in os.environ.items() if not key.startswith("ZEEK_PIPELINE_")}
     env.update({
-        "ZEEK_PIPELINE_KAFKA_BROKERS": bootstrap, "ZEEK_PIPELINE_KAFKA_TOPIC": source,
-        "ZEEK_PIPELINE_KAFKA_GROUP_ID": group, "ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC": output,
-        "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": dlq, "ZEEK_PIPELINE_STATUS_TOPIC": status,
-        "ZEEK_PIPELINE_NORMALIZER_PROCESSING_GUARANTEE": guarantee,
-        "ZEEK_PIPELINE_NORMALIZER_BATCH_SIZE": str(batch_size),
-        "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT": "0", "ZEEK_PIPELINE_LOG_PATH": str(workdir / "log"),
+        "ZEEK_PIPELINE_KAFKA__BROKERS": bootstrap, "ZEEK_PIPELINE_KAFKA__TOPIC": source,
+        "ZEEK_PIPELINE_KAFKA__GROUP_ID": group, "ZEEK_PIPELINE_OUTPUT__KAFKA__TOPIC": output,
+        "ZEEK_PIPELINE_OUTPUT__KAFKA__DLQ_TOPIC": dlq, "ZEEK_PIPELINE_STATUS__TOPIC": status,
+        "ZEEK_PIPELINE_NORMALIZER__PROCESSING_GUARANTEE": guarantee,
+        "ZEEK_PIPELINE_NORMALIZER__BATCH_SIZE": str(batch_size),
+        "ZEEK_PIPELINE_NORMALIZER__HTTP_PORT": "0", "ZEEK_PIPELINE_LOG__PATH": str(workdir / "log"),
         "ZEEK_PIPELINE_INSTANCE_ID": f"bench-{kind}",
     })
     command = ([str(ZEEK), "normalizer-enricher", "--config", str(CONFIG)] if kind == "service"

@@ -151,9 +151,9 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def env_for(bootstrap: str, topic: str, workdir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZEEK_PIPELINE_")}
-    env.update({"ZEEK_PIPELINE_KAFKA_BROKERS": bootstrap, "ZEEK_PIPELINE_WRITER_TOPIC": topic,
-                "ZEEK_PIPELINE_WRITER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "ZEEK_PIPELINE_LOG_PATH": str(workdir / "log"), **extra})
+    env.update({"ZEEK_PIPELINE_KAFKA__BROKERS": bootstrap, "ZEEK_PIPELINE_WRITER__TOPIC": topic,
+                "ZEEK_PIPELINE_WRITER__GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+                "ZEEK_PIPELINE_LOG__PATH": str(workdir / "log"), **extra})
     return env
 
 
@@ -195,8 +195,8 @@ def durable(lake: Path, topic: str, last_offsets: dict[int, int]) -> bool:
 def run_writer(bootstrap: str, topic: str, total: int, workdir: Path, last_offsets: dict[int, int]) -> dict[str, Any]:
     out = workdir / "lake"
     port = free_port()
-    env = env_for(bootstrap, topic, workdir, ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH=str(out),
-                  ZEEK_PIPELINE_WRITER_HTTP_PORT=str(port), ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS="3600")
+    env = env_for(bootstrap, topic, workdir, ZEEK_PIPELINE_OUTPUT__PARQUET__BASE_PATH=str(out),
+                  ZEEK_PIPELINE_WRITER__HTTP_PORT=str(port), ZEEK_PIPELINE_STATUS__INTERVAL_SECONDS="3600")
     log = (workdir / "writer.out").open("wb")
     process = subprocess.Popen([str(ZEEK), "parquet-writer", "--config", str(CONFIG)], env=env, stdout=log,
                                stderr=subprocess.STDOUT, cwd=workdir)

@@ -21,6 +21,7 @@ from zeek_operator.render import (
     TLS_FILES,
 )
 from zeek_operator.spec import PipelineSpec, Resources
+from zeek_pipeline.settings import env_name
 
 Component = Literal["normalizer-enricher", "parquet-writer", "health"]
 MANAGED_BY = "zeek-operator"
@@ -179,13 +180,15 @@ def _env(component: str, spec: PipelineSpec) -> list[dict[str, Any]]:
     ]
     sasl = spec.kafka.security.sasl
     if sasl is not None:
-        env.append(_secret_env("ZEEK_PIPELINE_KAFKA_SECURITY_SASL_USERNAME", sasl.secret_ref.name, sasl.username_key))
-        env.append(_secret_env("ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD", sasl.secret_ref.name, sasl.password_key))
+        env.append(_secret_env(env_name("kafka", "security", "sasl_username"), sasl.secret_ref.name,
+                               sasl.username_key))
+        env.append(_secret_env(env_name("kafka", "security", "sasl_password"), sasl.secret_ref.name,
+                               sasl.password_key))
     s3 = spec.writer.storage.s3
     if component == "parquet-writer" and spec.writer.storage.type == "s3" and s3 and s3.credentials_secret:
         creds = s3.credentials_secret
-        env.append(_secret_env("ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY", creds.name, creds.access_key_key))
-        env.append(_secret_env("ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY", creds.name, creds.secret_key_key))
+        env.append(_secret_env(env_name("output", "parquet", "s3", "access_key"), creds.name, creds.access_key_key))
+        env.append(_secret_env(env_name("output", "parquet", "s3", "secret_key"), creds.name, creds.secret_key_key))
     return env
 
 
@@ -258,6 +261,9 @@ def build_deployment(
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
+        # No docker-link style variables (ZEEK_PIPELINE_HEALTH_PORT=tcp://... for the Service <name>-health):
+        # the services read ZEEK_PIPELINE_* as settings, and nothing here uses links (DNS names do).
+        "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,

@@ -1,10 +1,18 @@
-"""Typed settings for config/config.json, with environment overrides for Kubernetes.
+"""Typed settings for config/config.json, with environment overrides for Kubernetes (pydantic-settings).
 
 The file keeps the seed's shape (kafka, output.parquet, output.kafka, log, write) and adds one section per
-service. Every value can be overridden from the environment: the variable name is `ZEEK_PIPELINE_` plus the
-key path in upper case joined by `_`, e.g. `ZEEK_PIPELINE_KAFKA_BROKERS=a:9092,b:9092` or
-`ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH=s3://lake/zeek`. Lists take comma-separated values, other values
-are parsed as JSON when they parse (numbers, booleans, objects) and kept as strings otherwise.
+service. Every value can be overridden from the environment the way pydantic-settings users expect: the
+prefix `ZEEK_PIPELINE_`, then the key path with `__` between the levels, e.g.
+`ZEEK_PIPELINE_KAFKA__BROKERS=a:9092,b:9092` or `ZEEK_PIPELINE_OUTPUT__PARQUET__BASE_PATH=s3://lake/zeek`.
+
+Why `__` and not `_`: keys contain `_` themselves, and Kubernetes injects service-link variables such as
+`ZEEK_PIPELINE_HEALTH_PORT=tcp://10.0.0.5:8080` for a Service named `zeek-pipeline-health`. With a single
+`_` those read as config keys and every service refused to start; with `__` a service link can never name a
+nested key, and variables that name no field are ignored. A variable that does name a section but a key
+it lacks (`ZEEK_PIPELINE_KAFKA__BROKER`) is still an error, so a typo is not silently dropped.
+
+Text fields take the value as it is (a password `123456` stays text); lists take comma-separated values
+or a JSON list; dicts (`kafka.librdkafka`) take JSON; numbers and booleans are parsed by pydantic.
 """
 
 from __future__ import annotations
@@ -12,18 +20,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
-from functools import cache
+from collections.abc import Mapping
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from zeek_pipeline.core.config_file import config_file, read_json
 from zeek_pipeline.core.rules import EnrichSettings
 
 ENV_PREFIX = "ZEEK_PIPELINE_"
+ENV_DELIMITER = "__"
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 ParquetCompression = Literal["none", "snappy", "gzip", "lz4", "zstd"]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -158,7 +168,14 @@ class StatusSettings(_Section):
     interval_seconds: float = Field(30, gt=0)
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
+    """The whole config.json. The environment naming is declared here, the pydantic-settings way, but only
+    `load_settings` / `settings_from` read the environment: `Settings(...)` and `model_validate` validate exactly
+    the data given, so the operator's check of a rendered config.json is not changed by its own environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
+                                      case_sensitive=False, extra="forbid", frozen=True)
+
     kafka: KafkaSettings = KafkaSettings()
     output: OutputSettings = OutputSettings()
     log: LogSettings = LogSettings()
@@ -188,9 +205,76 @@ class Settings(_Section):
         data: dict[str, Any] = self.model_dump(mode="json")
         return data
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the data passed in; `env_overrides` reads the environment explicitly (see the class doc)."""
+        del settings_cls, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings,)
+
 
 class SettingsError(ValueError):
     """A config problem a user can fix: names the file, the key path, the bad value and what is allowed."""
+
+
+def env_name(*path: str) -> str:
+    """The variable that overrides one key, e.g. env_name("kafka", "brokers") -> ZEEK_PIPELINE_KAFKA__BROKERS.
+
+    The operator and the tests name variables through this, so they follow the loader's scheme.
+    """
+    return ENV_PREFIX + ENV_DELIMITER.join(part.upper() for part in path)
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(get_origin(arg) is list for arg in get_args(annotation))
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping (tests, one-off overrides) and taking
+    comma-separated lists (`a:9092,b:9092`, as documented since the first release) besides JSON lists."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self._environ is None:
+            return super()._load_env_vars()
+        return {key.lower(): value for key, value in self._environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if field is not None and _is_list(field.annotation) and isinstance(value, str) \
+                and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return super().decode_complex_value(field_name, field, value)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`, section by section (an env variable replaces one key, not its whole section)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ZEEK_PIPELINE_* variables as nested settings data (os.environ when no mapping is given)."""
+    try:
+        return _EnvSource(Settings, environ)()
+    except SourceError as exc:
+        raise SettingsError(f"environment: {exc} (variables are {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY>; "
+                            "lists take a,b or a JSON list, objects JSON)") from None
 
 
 def _format_errors(source: str, error: ValidationError) -> str:
@@ -203,67 +287,14 @@ def _format_errors(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _field_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Every leaf key path of the settings tree, with its annotation, for env override names."""
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _field_paths(annotation, (*prefix, name))
-        else:
-            yield (*prefix, name), annotation
-
-
-@cache
-def _env_names() -> dict[str, tuple[tuple[str, ...], Any]]:
-    names: dict[str, tuple[tuple[str, ...], Any]] = {}
-    for path, annotation in _field_paths(Settings):
-        names[ENV_PREFIX + "_".join(path).upper()] = (path, annotation)
-    return names
-
-
-def _is_list(annotation: Any) -> bool:
-    if get_origin(annotation) is list:
-        return True
-    return any(get_origin(arg) is list for arg in get_args(annotation))
-
-
-def _is_text(annotation: Any) -> bool:
-    """str / SecretStr fields (optionally None): a password like 123456, true or null is the text itself."""
-    if annotation in (str, SecretStr):
-        return True
-    if get_origin(annotation) not in (Union, UnionType):
-        return False
-    args = get_args(annotation)
-    return any(arg in (str, SecretStr) for arg in args) and all(arg in (str, SecretStr, type(None)) for arg in args)
-
-
-def _parse_env_value(raw: str, annotation: Any) -> Any:
-    if _is_text(annotation):
-        return raw
-    if _is_list(annotation) and not raw.lstrip().startswith("["):
-        return [part.strip() for part in raw.split(",") if part.strip()]
+def settings_from(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                  source: str = "settings") -> Settings:
+    """Validate file data with the environment laid over it; every problem becomes one SettingsError."""
+    merged = _merge(dict(data), env_overrides(environ))
     try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay ZEEK_PIPELINE_* variables on the file's data (environment wins)."""
-    names = _env_names()
-    merged: dict[str, Any] = json.loads(json.dumps(data))
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name not in names:
-            continue
-        path, annotation = names[name]
-        value = _parse_env_value(raw, annotation)
-        if isinstance(value, int | float) and annotation in (str, str | None):
-            value = raw
-        node = merged
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return merged
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(source, exc)) from exc
 
 
 def resolve_config_file(path: Path | str | None) -> Path:
@@ -277,8 +308,4 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     data = read_json(file, SettingsError)
     if not isinstance(data, dict):
         raise SettingsError(f"{file}: the top level must be a JSON object, got {type(data).__name__}")
-    data = apply_env(data, os.environ if environ is None else environ)
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        raise SettingsError(_format_errors(str(file), exc)) from exc
+    return settings_from(data, environ, str(file))

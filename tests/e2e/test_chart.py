@@ -153,6 +153,7 @@ def test_helm_template_renders_a_secure_operator_and_least_privilege_rbac(helm: 
     assert container["image"].endswith(f":{tag}")
     assert container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["enableServiceLinks"] is False
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,

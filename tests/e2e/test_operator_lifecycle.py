@@ -411,7 +411,7 @@ def test_problems_the_schema_cannot_see_are_reported_degraded(
         and "spec.kafka.security.sasl.secretRef" in e["message"] for e in events(kubectl, namespace, name)))
     # The children exist anyway (with the Secret's env): the pods start as soon as the Secret appears.
     writer = get(kubectl, "deployment", f"{name}-parquet-writer", namespace)
-    assert {"name": "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD",
+    assert {"name": "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_PASSWORD",
             "valueFrom": {"secretKeyRef": {"name": f"{name}-creds", "key": "password"}}} in container(writer)["env"]
     ok(kubectl("create", "secret", "generic", f"{name}-creds", "-n", namespace,
                "--from-literal=username=zeek", "--from-literal=password=123456"))

@@ -130,10 +130,10 @@ class ServiceDeployment:
 
     def env(self, instance: str, **overrides: str) -> dict[str, str]:
         return clean_env({
-            "ZEEK_PIPELINE_KAFKA_BROKERS": self.bootstrap,
-            "ZEEK_PIPELINE_STATUS_TOPIC": self.status,
-            "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": "2",
-            "ZEEK_PIPELINE_LOG_PATH": str(self.workdir / "log"),
+            "ZEEK_PIPELINE_KAFKA__BROKERS": self.bootstrap,
+            "ZEEK_PIPELINE_STATUS__TOPIC": self.status,
+            "ZEEK_PIPELINE_STATUS__INTERVAL_SECONDS": "2",
+            "ZEEK_PIPELINE_LOG__PATH": str(self.workdir / "log"),
             "ZEEK_PIPELINE_INSTANCE_ID": instance,
             self.port_variable: str(free_port()),
             **self.service_env(),

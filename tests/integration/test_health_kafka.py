@@ -63,25 +63,25 @@ def pipeline_env(bootstrap: str, tmp_path: Path, *, interval: float = 1.0) -> di
     """ZEEK_PIPELINE_* overrides giving one test its own topics, groups and status channel."""
     name = topics.unique_name("hp")
     return {
-        "ZEEK_PIPELINE_KAFKA_BROKERS": bootstrap,
-        "ZEEK_PIPELINE_KAFKA_TOPIC": f"{name}-raw",
-        "ZEEK_PIPELINE_KAFKA_GROUP_ID": f"{name}-normalizer",
-        "ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC": f"{name}-normalized",
-        "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": f"{name}-dlq",
-        "ZEEK_PIPELINE_WRITER_GROUP_ID": f"{name}-writer",
-        "ZEEK_PIPELINE_STATUS_TOPIC": f"{name}-status",
-        "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": str(interval),
-        "ZEEK_PIPELINE_HEALTH_REFRESH_SECONDS": "1",
-        "ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH": str(tmp_path / "parquet"),
-        "ZEEK_PIPELINE_LOG_PATH": str(tmp_path / "log"),
+        "ZEEK_PIPELINE_KAFKA__BROKERS": bootstrap,
+        "ZEEK_PIPELINE_KAFKA__TOPIC": f"{name}-raw",
+        "ZEEK_PIPELINE_KAFKA__GROUP_ID": f"{name}-normalizer",
+        "ZEEK_PIPELINE_OUTPUT__KAFKA__TOPIC": f"{name}-normalized",
+        "ZEEK_PIPELINE_OUTPUT__KAFKA__DLQ_TOPIC": f"{name}-dlq",
+        "ZEEK_PIPELINE_WRITER__GROUP_ID": f"{name}-writer",
+        "ZEEK_PIPELINE_STATUS__TOPIC": f"{name}-status",
+        "ZEEK_PIPELINE_STATUS__INTERVAL_SECONDS": str(interval),
+        "ZEEK_PIPELINE_HEALTH__REFRESH_SECONDS": "1",
+        "ZEEK_PIPELINE_OUTPUT__PARQUET__BASE_PATH": str(tmp_path / "parquet"),
+        "ZEEK_PIPELINE_LOG__PATH": str(tmp_path / "log"),
     }
 
 
 def create_pipeline_topics(bootstrap: str, env: dict[str, str], partitions: int = 3) -> None:
-    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_KAFKA_TOPIC"], partitions=partitions)
-    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC"], partitions=partitions)
-    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC"], partitions=1)
-    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_STATUS_TOPIC"], partitions=1, config=STATUS_TOPIC_CONFIG)
+    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_KAFKA__TOPIC"], partitions=partitions)
+    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_OUTPUT__KAFKA__TOPIC"], partitions=partitions)
+    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_OUTPUT__KAFKA__DLQ_TOPIC"], partitions=1)
+    topics.create_topic(bootstrap, env["ZEEK_PIPELINE_STATUS__TOPIC"], partitions=1, config=STATUS_TOPIC_CONFIG)
 
 
 def settings_from(env: dict[str, str], **overrides: str) -> Settings:
@@ -111,7 +111,7 @@ def health_service(env: dict[str, str], tmp_path: Path) -> Iterator[HealthProces
     """`zeek-pipeline health` as a real process on a free port; stopped with SIGTERM (must exit 0)."""
     port = free_port()
     log = tmp_path / f"health-{port}.out"
-    full_env = {**os.environ, **env, "ZEEK_PIPELINE_HEALTH_HOST": "127.0.0.1", "ZEEK_PIPELINE_HEALTH_PORT": str(port),
+    full_env = {**os.environ, **env, "ZEEK_PIPELINE_HEALTH__HOST": "127.0.0.1", "ZEEK_PIPELINE_HEALTH__PORT": str(port),
                 "PYTHONFAULTHANDLER": "1"}
     proc = launch(["health", "--config", str(CONFIG)], full_env, log)
     service = HealthProcess(f"http://127.0.0.1:{port}", proc, log)
@@ -153,14 +153,14 @@ def real_zeek_lines(count: int) -> list[bytes]:
 def test_status_reader_rebuilds_the_latest_record_per_instance_from_the_topic(kafka_bootstrap: str,
                                                                               tmp_path: Path) -> None:
     env = pipeline_env(kafka_bootstrap, tmp_path)
-    status_topic = env["ZEEK_PIPELINE_STATUS_TOPIC"]
+    status_topic = env["ZEEK_PIPELINE_STATUS__TOPIC"]
     topics.create_topic(kafka_bootstrap, status_topic, partitions=2, config=STATUS_TOPIC_CONFIG)
     settings = settings_from(env)
     normalizer = runtime(settings, "normalizer-enricher", "n-0")
     writer = runtime(settings, "parquet-writer", "w-0")
     for _ in range(3):
         normalizer.metrics.add("consumed", 1000)
-        normalizer.metrics.reject("invalid_json", "unexpected end of data", f"{env['ZEEK_PIPELINE_KAFKA_TOPIC']}[0]@7")
+        normalizer.metrics.reject("invalid_json", "unexpected end of data", f"{env['ZEEK_PIPELINE_KAFKA__TOPIC']}[0]@7")
         normalizer.publish_status()
     writer.metrics.file_written("log_type=conn/date=2018-03-24/events-0-0.parquet", "conn", 3000, 81_920)
     writer.publish_status()
@@ -224,8 +224,8 @@ def commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> N
 def test_lag_figures_equal_what_the_broker_reports_and_the_trend_follows(kafka_bootstrap: str,
                                                                          tmp_path: Path) -> None:
     env = pipeline_env(kafka_bootstrap, tmp_path)
-    raw, normalized = env["ZEEK_PIPELINE_KAFKA_TOPIC"], env["ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC"]
-    n_group, w_group = env["ZEEK_PIPELINE_KAFKA_GROUP_ID"], env["ZEEK_PIPELINE_WRITER_GROUP_ID"]
+    raw, normalized = env["ZEEK_PIPELINE_KAFKA__TOPIC"], env["ZEEK_PIPELINE_OUTPUT__KAFKA__TOPIC"]
+    n_group, w_group = env["ZEEK_PIPELINE_KAFKA__GROUP_ID"], env["ZEEK_PIPELINE_WRITER__GROUP_ID"]
     topics.create_topic(kafka_bootstrap, raw, partitions=3)
     topics.create_topic(kafka_bootstrap, normalized, partitions=2)
     lines = real_zeek_lines(3000)
@@ -284,8 +284,8 @@ def test_health_service_shows_live_instances_and_reports_a_silent_one_down_withi
     normalizer = runtime(settings, "normalizer-enricher", "n-0")
     writer = runtime(settings, "parquet-writer", "w-0")
     lines = real_zeek_lines(1000)
-    topics.produce(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA_TOPIC"], lines)
-    commit(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA_GROUP_ID"], {(env["ZEEK_PIPELINE_KAFKA_TOPIC"], 0): 1})
+    topics.produce(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA__TOPIC"], lines)
+    commit(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA__GROUP_ID"], {(env["ZEEK_PIPELINE_KAFKA__TOPIC"], 0): 1})
     try:
         with health_service(env, tmp_path) as health:
             def both_ok() -> dict[str, Any] | None:
@@ -303,7 +303,7 @@ def test_health_service_shows_live_instances_and_reports_a_silent_one_down_withi
 
             # Lag as the service shows it equals what the broker says.
             lag = wait_until(lambda: (v := health.json("/api/v1/lag"))["groups"][0]["topics"] and v, 10, "lag")
-            high = topics.end_offsets(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA_TOPIC"])
+            high = topics.end_offsets(kafka_bootstrap, env["ZEEK_PIPELINE_KAFKA__TOPIC"])
             shown = {p["partition"]: (p["high_watermark"], p["committed"]) for p in lag["groups"][0]["topics"][0]
                      ["partitions"]}
             assert shown == {p: (h, 1 if p == 0 else None) for p, h in high.items()}

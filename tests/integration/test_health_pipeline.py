@@ -29,7 +29,7 @@ from tests.integration.test_health_kafka import (
 
 pytestmark = pytest.mark.integration
 
-INTERVAL = 1.0  # ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS for every process: "down" after 3 s of silence
+INTERVAL = 1.0  # ZEEK_PIPELINE_STATUS__INTERVAL_SECONDS for every process: "down" after 3 s of silence
 
 
 @dataclass
@@ -58,9 +58,9 @@ def running_pipeline(bootstrap: str, tmp_path: Path, *, rate: int = 800) -> Iter
     """Both services, the health service and a publisher replaying the real Zeek corpus at `rate` records/s."""
     env = pipeline_env(bootstrap, tmp_path, interval=INTERVAL)
     env.update({
-        "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": "2",
-        "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT": str(free_port()),
-        "ZEEK_PIPELINE_WRITER_HTTP_PORT": str(free_port()),
+        "ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS": "2",
+        "ZEEK_PIPELINE_NORMALIZER__HTTP_PORT": str(free_port()),
+        "ZEEK_PIPELINE_WRITER__HTTP_PORT": str(free_port()),
     })
     create_pipeline_topics(bootstrap, env)
     with health_service(env, tmp_path) as health:
@@ -71,7 +71,7 @@ def running_pipeline(bootstrap: str, tmp_path: Path, *, rate: int = 800) -> Iter
             _start(pipeline, tmp_path, "parquet-writer", ["parquet-writer", "--config", str(CONFIG)],
                    {"ZEEK_PIPELINE_INSTANCE_ID": "w-0"})
             _start(pipeline, tmp_path, "publish",
-                   ["publish", "--topic", env["ZEEK_PIPELINE_KAFKA_TOPIC"], "--config", str(CONFIG), "--brokers",
+                   ["publish", "--topic", env["ZEEK_PIPELINE_KAFKA__TOPIC"], "--config", str(CONFIG), "--brokers",
                     bootstrap, "--rate", str(rate), "--repeat", "0", "--count", "100000000",
                     *[str(p) for p in json_logs()]], {})
             yield pipeline
@@ -103,7 +103,7 @@ def test_real_services_show_throughput_and_a_killed_writer_is_down_within_three_
         normalizer, writer = components["normalizer-enricher"], components["parquet-writer"]
         assert normalizer["totals"]["consumed"] > 0 and normalizer["totals"]["produced"] > 0
         assert writer["totals"]["produced"] > 0 and writer["totals"]["bytes_written"] > 0
-        assert {p["topic"] for p in normalizer["assigned"]} == {pipeline.env["ZEEK_PIPELINE_KAFKA_TOPIC"]}
+        assert {p["topic"] for p in normalizer["assigned"]} == {pipeline.env["ZEEK_PIPELINE_KAFKA__TOPIC"]}
         assert len(writer["assigned"]) == 3
         files = pipeline.health.json("/api/v1/files")["recent"]
         assert files and all(Path(f["path"]).name.endswith(".parquet") for f in files)

@@ -45,7 +45,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(kafka_bootstrap:
         # ~60 s of flow, so every kill lands while records are still arriving.
         publisher = pipe.publish(json_logs(), "--rate", "2000", "--count", str(total), "--repeat", "0",
                                  background=True)
-        service = pipe.start(ZEEK_PIPELINE_KAFKA_LIBRDKAFKA=FAST_GROUP)
+        service = pipe.start(ZEEK_PIPELINE_KAFKA__LIBRDKAFKA=FAST_GROUP)
         committed = 0
         killed_at = []
         for _ in range(kills):
@@ -54,7 +54,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(kafka_bootstrap:
             service.kill()  # SIGKILL: no commit, no abort, no goodbye to the group
             committed = pipe.committed_total()  # the next instance must get beyond this before its kill
             killed_at.append(committed)
-            service = pipe.start(ZEEK_PIPELINE_KAFKA_LIBRDKAFKA=FAST_GROUP)
+            service = pipe.start(ZEEK_PIPELINE_KAFKA__LIBRDKAFKA=FAST_GROUP)
         assert publisher.wait(180) == 0
         assert pipe.input_total() == total
         assert killed_at[-1] < total, f"the last kill came after the stream ended (seed {seed})"

@@ -69,7 +69,7 @@ def test_every_real_log_type_comes_out_once_equal_to_offline_normalize(kafka_boo
         real_count = pipe.input_total()
         bad = malformed_records()
         topics.produce(kafka_bootstrap, pipe.input, list(bad.values()), partition=0)
-        service = pipe.start(ZEEK_PIPELINE_NORMALIZER_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES))
+        service = pipe.start(ZEEK_PIPELINE_NORMALIZER__MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES))
         expected_docs = normalize_offline(files, tmp_path)
         assert len(expected_docs) == real_count
         pipe.wait_all_committed(timeout=180, alive=service)

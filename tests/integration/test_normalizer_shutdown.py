@@ -30,7 +30,7 @@ def test_sigterm_mid_stream_exits_zero_with_every_handled_offset_committed(kafka
     total = 150_000
     with running(pipe):
         pipe.publish(json_logs(), "--count", str(total), "--repeat", "0")
-        service = pipe.start(ZEEK_PIPELINE_NORMALIZER_SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT))
+        service = pipe.start(ZEEK_PIPELINE_NORMALIZER__SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT))
         while pipe.committed_total() < 20_000:
             assert service.process.poll() is None, service.tail()
             time.sleep(0.1)
@@ -55,8 +55,8 @@ def test_at_least_once_mode_loses_nothing_across_a_kill(kafka_bootstrap: str, tm
     pipe = Pipeline(kafka_bootstrap, tmp_path, input_partitions=3, name="alo").create()
     total = 100_000
     batch_size = 2000
-    env = {"ZEEK_PIPELINE_NORMALIZER_PROCESSING_GUARANTEE": "at_least_once",
-           "ZEEK_PIPELINE_NORMALIZER_BATCH_SIZE": str(batch_size), "ZEEK_PIPELINE_KAFKA_LIBRDKAFKA": FAST_GROUP}
+    env = {"ZEEK_PIPELINE_NORMALIZER__PROCESSING_GUARANTEE": "at_least_once",
+           "ZEEK_PIPELINE_NORMALIZER__BATCH_SIZE": str(batch_size), "ZEEK_PIPELINE_KAFKA__LIBRDKAFKA": FAST_GROUP}
     with running(pipe):
         publisher = pipe.publish(json_logs(), "--rate", "5000", "--count", str(total), "--repeat", "0",
                                  background=True)

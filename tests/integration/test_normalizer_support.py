@@ -32,7 +32,7 @@ class Pipeline(ServiceDeployment):
     """One isolated pipeline on a broker: its own topics and consumer group; `start()` runs a normalizer-enricher."""
 
     command: ClassVar[str] = "normalizer-enricher"
-    port_variable: ClassVar[str] = "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT"
+    port_variable: ClassVar[str] = "ZEEK_PIPELINE_NORMALIZER__HTTP_PORT"
     default_instance: ClassVar[str] = "normalizer-0"
 
     bootstrap: str
@@ -57,10 +57,10 @@ class Pipeline(ServiceDeployment):
 
     def service_env(self) -> dict[str, str]:
         return {
-            "ZEEK_PIPELINE_KAFKA_TOPIC": self.input,
-            "ZEEK_PIPELINE_KAFKA_GROUP_ID": self.group,
-            "ZEEK_PIPELINE_OUTPUT_KAFKA_TOPIC": self.output,
-            "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": self.dlq,
+            "ZEEK_PIPELINE_KAFKA__TOPIC": self.input,
+            "ZEEK_PIPELINE_KAFKA__GROUP_ID": self.group,
+            "ZEEK_PIPELINE_OUTPUT__KAFKA__TOPIC": self.output,
+            "ZEEK_PIPELINE_OUTPUT__KAFKA__DLQ_TOPIC": self.dlq,
         }
 
     def publish(self, files: Iterable[Path], *args: str, background: bool = False) -> subprocess.Popen[bytes]:

@@ -100,7 +100,7 @@ def test_every_real_log_type_reaches_parquet_once_with_its_values(kafka_bootstra
     with normalizer_running(pipe), running(lake):
         pipe.publish(files)
         normalizer = pipe.start()
-        writer = lake.start(ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS="2")
+        writer = lake.start(ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS="2")
         pipe.wait_all_committed(timeout=240, alive=normalizer)
         last = last_data_offsets(kafka_bootstrap, pipe.output, total)
         lake.wait_written(last, timeout=240, alive=writer)

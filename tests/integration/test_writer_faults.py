@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 s3_server = s3_fixtures.s3_server
 
 # Small, frequent flushes keep the flusher busy, so that kills land inside the commit protocol too.
-BUSY = {"ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT": "250", "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": "0.5",
-        "ZEEK_PIPELINE_WRITE_FLUSH_BUFFER_MB": "0"}
+BUSY = {"ZEEK_PIPELINE_WRITE__FLUSH_EVENT_COUNT": "250", "ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS": "0.5",
+        "ZEEK_PIPELINE_WRITE__FLUSH_BUFFER_MB": "0"}
 
 
 def real_stream(total: int) -> list[bytes]:
@@ -121,11 +121,11 @@ def test_sigkill_at_random_moments_on_s3_writes_each_record_exactly_once(kafka_b
 
 def s3_lake(kafka_bootstrap: str, tmp_path: Path, s3_server: S3Server, endpoint: str | None = None) -> Lake:
     bucket = s3_server.create_bucket(f"lake-{uuid.uuid4().hex[:12]}")
-    s3_env = {"ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ENDPOINT": endpoint or s3_server.endpoint,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_REGION": s3_server.region,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY": s3_server.access_key,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY": s3_server.secret_key,
-              "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SCHEME": "http"}
+    s3_env = {"ZEEK_PIPELINE_OUTPUT__PARQUET__S3__ENDPOINT": endpoint or s3_server.endpoint,
+              "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__REGION": s3_server.region,
+              "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__ACCESS_KEY": s3_server.access_key,
+              "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SECRET_KEY": s3_server.secret_key,
+              "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SCHEME": "http"}
     return Lake(kafka_bootstrap, tmp_path, f"s3://{bucket}/zeek", s3_env=s3_env,
                 filesystem=s3_server.filesystem()).create()
 
@@ -191,7 +191,7 @@ def test_a_full_disk_pauses_the_writer_and_it_resumes_when_space_returns(kafka_b
         lake = Lake(kafka_bootstrap, tmp_path, str(disk / "lake")).create()
         with running(lake):
             produce_transactional(kafka_bootstrap, lake.topic, docs[:before], partitions=lake.partitions)
-            writer = lake.start(ZEEK_PIPELINE_OUTPUT_PARQUET_COMPRESSION="none", **BUSY)
+            writer = lake.start(ZEEK_PIPELINE_OUTPUT__PARQUET__COMPRESSION="none", **BUSY)
             wait_until(lambda: readyz(writer)[0] == 503 and "disk full" in readyz(writer)[1], 90, writer,
                        "not-ready with 'disk full'")
             status = writer.status()

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def only(size_mb: float = 0, seconds: float = 0, count: int = 0) -> dict[str, str]:
-    return {"ZEEK_PIPELINE_WRITE_FLUSH_BUFFER_MB": str(size_mb),
-            "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": str(seconds),
-            "ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT": str(count)}
+    return {"ZEEK_PIPELINE_WRITE__FLUSH_BUFFER_MB": str(size_mb),
+            "ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS": str(seconds),
+            "ZEEK_PIPELINE_WRITE__FLUSH_EVENT_COUNT": str(count)}
 
 
 def flush_reasons(status: dict[str, Any]) -> dict[str, int]:

@@ -48,7 +48,7 @@ def test_untypable_records_go_to_the_dlq_with_reasons_and_the_rest_is_written(ka
     lake = Lake(kafka_bootstrap, tmp_path, str(tmp_path / "lake"), partitions=1).create()
     with running(lake):
         produce_transactional(kafka_bootstrap, lake.topic, stream)
-        writer = lake.start(ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS="1")
+        writer = lake.start(ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS="1")
         lake.wait_written(last_data_offsets(kafka_bootstrap, lake.topic, len(stream)), alive=writer)
         deadline = time.monotonic() + 10
         while writer.status()["totals"]["rejected"] < len(bad) and time.monotonic() < deadline:
@@ -74,7 +74,8 @@ def test_untypable_records_go_to_the_dlq_with_reasons_and_the_rest_is_written(ka
 def test_probes_metrics_status_records_and_health_line(kafka_bootstrap: str, tmp_path: Path) -> None:
     lake = Lake(kafka_bootstrap, tmp_path, str(tmp_path / "lake"), partitions=2).create()
     with running(lake):
-        writer = lake.start(ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT="500", ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS="2")
+        writer = lake.start(ZEEK_PIPELINE_WRITE__FLUSH_EVENT_COUNT="500",
+                            ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS="2")
         writer.wait_assigned(2)
         assert get(writer.port, "/healthz")[0] == 200
         assert get(writer.port, "/readyz") == (200, b"ready\n")
@@ -107,6 +108,6 @@ def test_probes_metrics_status_records_and_health_line(kafka_bootstrap: str, tmp
 
 def test_a_config_error_exits_2_naming_the_problem(kafka_bootstrap: str, tmp_path: Path) -> None:
     lake = Lake(kafka_bootstrap, tmp_path, str(tmp_path / "lake")).create()
-    writer = lake.start(ZEEK_PIPELINE_WRITE_FLUSH_EVENT_COUNT="-5")
+    writer = lake.start(ZEEK_PIPELINE_WRITE__FLUSH_EVENT_COUNT="-5")
     assert writer.process.wait(60) == 2
     assert "flush_event_count" in writer.log.read_text()

@@ -59,7 +59,7 @@ class Lake(ServiceDeployment):
     `start()` runs a parquet-writer."""
 
     command: ClassVar[str] = "parquet-writer"
-    port_variable: ClassVar[str] = "ZEEK_PIPELINE_WRITER_HTTP_PORT"
+    port_variable: ClassVar[str] = "ZEEK_PIPELINE_WRITER__HTTP_PORT"
     default_instance: ClassVar[str] = "writer-0"
 
     bootstrap: str
@@ -83,11 +83,11 @@ class Lake(ServiceDeployment):
 
     def service_env(self) -> dict[str, str]:
         return {
-            "ZEEK_PIPELINE_KAFKA_LIBRDKAFKA": FAST_GROUP,
-            "ZEEK_PIPELINE_WRITER_TOPIC": self.topic,
-            "ZEEK_PIPELINE_WRITER_GROUP_ID": self.group,
-            "ZEEK_PIPELINE_OUTPUT_KAFKA_DLQ_TOPIC": self.dlq,
-            "ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH": self.base,
+            "ZEEK_PIPELINE_KAFKA__LIBRDKAFKA": FAST_GROUP,
+            "ZEEK_PIPELINE_WRITER__TOPIC": self.topic,
+            "ZEEK_PIPELINE_WRITER__GROUP_ID": self.group,
+            "ZEEK_PIPELINE_OUTPUT__KAFKA__DLQ_TOPIC": self.dlq,
+            "ZEEK_PIPELINE_OUTPUT__PARQUET__BASE_PATH": self.base,
             **self.s3_env,
         }
 

@@ -224,14 +224,14 @@ def _everything(client: TestClient) -> str:
 
 def test_secrets_never_appear_on_the_page_or_in_the_api(clock: Clock) -> None:
     secrets = {
-        "ZEEK_PIPELINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_MECHANISM": "SCRAM-SHA-512",
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_USERNAME": "zeek",
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD": "sasl-pw-4f1c9e",
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SSL_KEY_PASSWORD": "tls-key-pw-77a0",
-        "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY": "AKIAEXAMPLE0SECRET1",
-        "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY": "s3-secret-wJalrXUtnFEMI",
-        "ZEEK_PIPELINE_KAFKA_LIBRDKAFKA": json.dumps({"sasl.oauthbearer.client.secret": "oauth-secret-9d2b",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__PROTOCOL": "SASL_SSL",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_USERNAME": "zeek",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_PASSWORD": "sasl-pw-4f1c9e",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SSL_KEY_PASSWORD": "tls-key-pw-77a0",
+        "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__ACCESS_KEY": "AKIAEXAMPLE0SECRET1",
+        "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SECRET_KEY": "s3-secret-wJalrXUtnFEMI",
+        "ZEEK_PIPELINE_KAFKA__LIBRDKAFKA": json.dumps({"sasl.oauthbearer.client.secret": "oauth-secret-9d2b",
                                                        "ssl.keystore.password": "keystore-pw-31ee",
                                                        "socket.keepalive.enable": True}),
     }

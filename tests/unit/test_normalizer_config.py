@@ -8,13 +8,13 @@ from confluent_kafka import KafkaError, KafkaException
 from zeek_pipeline.normalizer.errors import ErrorClass, classify
 from zeek_pipeline.normalizer.service import RECORD_OVERHEAD, limits_from_topic_configs
 from zeek_pipeline.normalizer.transactions import transactional_id
-from zeek_pipeline.settings import Settings, apply_env
+from zeek_pipeline.settings import Settings, settings_from
 
 
 def test_shutdown_timeout_defaults_to_30_seconds_and_env_overrides_it() -> None:
     assert Settings().normalizer.shutdown_timeout_seconds == 30
-    data = apply_env({}, {"ZEEK_PIPELINE_NORMALIZER_SHUTDOWN_TIMEOUT_SECONDS": "12.5"})
-    assert Settings.model_validate(data).normalizer.shutdown_timeout_seconds == 12.5
+    settings = settings_from({}, {"ZEEK_PIPELINE_NORMALIZER__SHUTDOWN_TIMEOUT_SECONDS": "12.5"})
+    assert settings.normalizer.shutdown_timeout_seconds == 12.5
 
 
 def test_shutdown_timeout_must_be_positive() -> None:

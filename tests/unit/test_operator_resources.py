@@ -86,18 +86,18 @@ def test_secrets_reach_the_pods_as_env_and_never_the_configmap(tmp_path: Path) -
     _, files, _, children = build(raw)
     deployments = by_kind(children, "Deployment")
     writer_env = env_names(deployments["lab-parquet-writer"])
-    assert writer_env["ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD"] == {
+    assert writer_env["ZEEK_PIPELINE_KAFKA__SECURITY__SASL_PASSWORD"] == {
         "secretKeyRef": {"name": "kafka-user", "key": "password"}}
-    assert writer_env["ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY"] == {
+    assert writer_env["ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SECRET_KEY"] == {
         "secretKeyRef": {"name": "s3-keys", "key": "AWS_SECRET_ACCESS_KEY"}}
-    assert "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY" not in env_names(deployments["lab-normalizer-enricher"])
+    assert "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SECRET_KEY" not in env_names(deployments["lab-normalizer-enricher"])
     assert writer_env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # The env the pod would get, applied by the services' own loader, completes the configuration.
     settings = load_rendered(files, tmp_path, {
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_USERNAME": "zeek",
-        "ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD": "s3cr3t-pw",
-        "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_ACCESS_KEY": "AKIA",
-        "ZEEK_PIPELINE_OUTPUT_PARQUET_S3_SECRET_KEY": "wJalr",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_USERNAME": "zeek",
+        "ZEEK_PIPELINE_KAFKA__SECURITY__SASL_PASSWORD": "s3cr3t-pw",
+        "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__ACCESS_KEY": "AKIA",
+        "ZEEK_PIPELINE_OUTPUT__PARQUET__S3__SECRET_KEY": "wJalr",
     })
     assert settings.kafka.security.sasl_password.get_secret_value() == "s3cr3t-pw"
     assert settings.kafka.security.ssl_ca_location == f"{render.TLS_DIR}/ca.crt"
@@ -124,6 +124,7 @@ def test_deployment_runs_the_subcommand_non_root_read_only_with_probes() -> None
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+        assert pod["enableServiceLinks"] is False  # no ZEEK_PIPELINE_HEALTH_PORT=tcp://... for <name>-health
         assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
         assert deployment["spec"]["template"]["metadata"]["annotations"] == {resources.CONFIG_HASH_ANNOTATION: digest}
         assert deployment["spec"]["selector"]["matchLabels"].items() <= \
@@ -254,5 +255,5 @@ def test_last_transition_time_only_moves_when_the_status_flips() -> None:
 def test_any_secret_value_from_env_reaches_the_settings_as_text(password: str, tmp_path: Path) -> None:
     raw = with_("kafka.security", {"protocol": "SASL_PLAINTEXT", "sasl": {"secretRef": {"name": "kafka-user"}}})
     _, files, _, _ = build(raw)
-    settings = load_rendered(files, tmp_path, {"ZEEK_PIPELINE_KAFKA_SECURITY_SASL_PASSWORD": password})
+    settings = load_rendered(files, tmp_path, {"ZEEK_PIPELINE_KAFKA__SECURITY__SASL_PASSWORD": password})
     assert settings.kafka.security.sasl_password.get_secret_value() == password

@@ -179,12 +179,12 @@ def load_publish_settings(config: str | None) -> tuple[Settings, Path | None]:
     """Settings from --config (or config/ when present), else the defaults; ZEEK_PIPELINE_* apply either way."""
     import os
 
-    from zeek_pipeline.settings import Settings, SettingsError, apply_env, load_settings, resolve_config_file
+    from zeek_pipeline.settings import SettingsError, load_settings, resolve_config_file, settings_from
 
     file = resolve_config_file(config)
-    if config is None and not file.exists():
-        return Settings.model_validate(apply_env({}, os.environ)), None
     try:
+        if config is None and not file.exists():
+            return settings_from({}, os.environ), None
         return load_settings(file), file.parent
     except SettingsError as exc:
         raise PublishError(str(exc)) from exc
