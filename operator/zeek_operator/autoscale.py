@@ -150,13 +150,24 @@ def admin_config(spec: PipelineSpec, secrets: Mapping[str, Mapping[str, str]]) -
 
 
 class LagReader:
-    """Consumer-group lag from the broker: end offsets (read_committed) minus committed offsets."""
+    """Consumer-group lag from the broker: end offsets (read_committed) minus committed offsets.
+
+    The committed offsets are read the way the health service reads them (`CommittedOffsets`), never with
+    AdminClient.list_consumer_group_offsets, which can crash librdkafka on NOT_COORDINATOR (librdkafka#5040)
+    and would take the operator down with it.
+    """
 
     def __init__(self, conf: Mapping[str, Any], timeout: float = 10.0) -> None:
         from confluent_kafka.admin import AdminClient
 
+        from zeek_pipeline.kafka.offsets import CommittedOffsets
+
         self._admin = AdminClient(dict(conf))
+        self._committed = CommittedOffsets(conf)
         self._timeout = timeout
+
+    def close(self) -> None:
+        self._committed.close()
 
     def partitions(self, topic: str) -> list[int]:
         from confluent_kafka import KafkaException
@@ -172,16 +183,15 @@ class LagReader:
         return sorted(found.partitions)
 
     def read(self, group: str, topic: str) -> GroupLag:
-        from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 
         OffsetSpec: Any = importlib.import_module("confluent_kafka.admin").OffsetSpec  # noqa: N806
 
         partitions = self.partitions(topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         try:
-            futures = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])
-            committed_result = futures[group].result(self._timeout)
-            committed = {tp.partition: tp.offset for tp in committed_result.topic_partitions or []}
+            committed = {partition: -1 if offset is None else offset for (_, partition), offset
+                         in self._committed.read(group, tps, self._timeout).items()}
             ends = self._offsets(tps, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
             uncommitted = [tp for tp in tps if committed.get(tp.partition, -1) < 0]
             starts = self._offsets(uncommitted, OffsetSpec.earliest(), IsolationLevel.READ_COMMITTED) \

@@ -383,7 +383,7 @@ def _reader(conf: Mapping[str, Any]) -> LagReader:
     reader = _readers.pop(key, None) or LagReader(conf)
     _readers[key] = reader
     while len(_readers) > 32:
-        _readers.popitem(last=False)
+        _readers.popitem(last=False)[1].close()
     return reader
 
 
@@ -419,7 +419,9 @@ def _read_lag(kube: Kube, namespace: str, spec: PipelineSpec,
         except LagError as exc:
             errors.append(str(exc))
             if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
-                _readers.pop(_reader_key(conf), None)
+                dropped = _readers.pop(_reader_key(conf), None)
+                if dropped is not None:
+                    dropped.close()
                 reachable = False
                 break
     if spec.kafka.create_topics.enabled and reachable:

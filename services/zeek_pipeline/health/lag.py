@@ -1,7 +1,7 @@
 """Consumer-group lag per topic and partition, its trend, and broker reachability.
 
 Watermarks, metadata and group state come from the AdminClient; committed offsets from a Consumer in the group
-that never subscribes (see `_committed` for why not the AdminClient).
+that never subscribes (`zeek_pipeline.kafka.offsets`, which says why not the AdminClient).
 
 Lag is the high watermark minus the group's committed offset (minus the log start when the group has committed
 nothing, since the services start from the earliest offset). A short in-memory history gives each partition a
@@ -19,10 +19,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # exported, not in __all__
 
 from zeek_pipeline.health.models import KafkaState, Lag, LagGroup, LagPartition, LagTopic, Trend
+from zeek_pipeline.kafka.offsets import CommittedOffsets
 
 log = logging.getLogger("zeek_pipeline.health.lag")
 
@@ -99,7 +100,7 @@ class LagMonitor:
         self._clock = clock
         self._timeout = timeout
         self._admin: AdminClient | None = None
-        self._consumers: dict[str, Consumer] = {}
+        self._offsets = CommittedOffsets(self._conf)
         self._history: dict[tuple[str, ...], deque[Sample]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,12 +125,7 @@ class LagMonitor:
 
     def close(self) -> None:
         """Close the group consumers (they never joined their groups, so this leaves no trace)."""
-        consumers, self._consumers = self._consumers, {}
-        for consumer in consumers.values():
-            try:
-                consumer.close()
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
-                log.debug("closing a lag consumer: %s", exc)
+        self._offsets.close()
 
     def snapshot(self) -> LagSnapshot:
         with self._lock:
@@ -193,13 +189,8 @@ class LagMonitor:
 
     def _committed(self, topic_partitions: dict[str, list[int]]
                    ) -> tuple[dict[str, dict[str, dict[int, int | None]]], dict[str, str]]:
-        """group -> topic -> partition -> committed offset (None when the group has none).
-
-        Read with a never-subscribing Consumer in the group (OffsetFetch, exactly what the services commit),
-        not AdminClient.list_consumer_group_offsets: librdkafka dereferences a null consumer-group handle when
-        that admin call meets NOT_COORDINATOR (librdkafka#5040, seen here on a freshly started broker), which
-        kills the process.
-        """
+        """group -> topic -> partition -> committed offset (None when the group has none), read the safe way
+        (`CommittedOffsets`: not AdminClient.list_consumer_group_offsets, librdkafka#5040)."""
         result: dict[str, dict[str, dict[int, int | None]]] = {}
         errors: dict[str, str] = {}
         for spec in self._groups:
@@ -208,23 +199,13 @@ class LagMonitor:
             if not partitions:
                 continue
             try:
-                consumer = self._group_consumer(spec.group)
-                answer = consumer.committed(partitions, timeout=self._timeout)
+                answer = self._offsets.read(spec.group, partitions, self._timeout)
             except Exception as exc:  # noqa: BLE001 - one group's failure must not hide the other
                 errors[spec.group] = f"committed offsets unavailable: {_error_text(exc)}"
                 continue
-            for tp in answer:
-                if tp.error is None:
-                    topics.setdefault(tp.topic, {})[tp.partition] = tp.offset if tp.offset >= 0 else None
+            for (topic, partition), offset in answer.items():
+                topics.setdefault(topic, {})[partition] = offset
         return result, errors
-
-    def _group_consumer(self, group: str) -> Consumer:
-        consumer = self._consumers.get(group)
-        if consumer is None:
-            conf = {**self._conf, "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
-                    "allow.auto.create.topics": False}
-            consumer = self._consumers[group] = Consumer(conf)
-        return consumer
 
     def _describe(self, admin: AdminClient) -> dict[str, tuple[str | None, int | None]]:
         names = sorted({spec.group for spec in self._groups})
