@@ -205,6 +205,19 @@ def _component_spec(component: str, spec: PipelineSpec) -> tuple[int, Resources]
     return (1 if spec.health.enabled else 0), spec.health.resources
 
 
+def rollout_strategy(component: str) -> dict[str, Any]:
+    """How a Deployment replaces its pods (the writer on a single-node volume is `Recreate`, see below).
+
+    The consumer-group services replace one pod at a time and never run more than `replicas`: a surge pod
+    would be a consumer beyond the partition count once replicas reach it (autoscaled to the cap, a
+    one-partition topic), and every extra member costs the group a rebalance. The dashboard surges, so it
+    stays reachable during a rollout.
+    """
+    if component == "health":
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def build_deployment(
     component: str, name: str, spec: PipelineSpec, config_hash: str, replicas: int | None = None
 ) -> dict[str, Any]:
@@ -232,7 +245,7 @@ def build_deployment(
         volumes.append({"name": "kafka-tls", "secret": {"secretName": tls.secret_ref.name, "items": items,
                                                          "defaultMode": 0o440}})
     claim = pvc_name(name, spec)
-    strategy: dict[str, Any] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    strategy = rollout_strategy(component)
     if component == "parquet-writer" and claim is not None:
         mounts.append({"name": "parquet", "mountPath": PARQUET_DIR})
         volumes.append({"name": "parquet", "persistentVolumeClaim": {"claimName": claim}})

@@ -85,7 +85,8 @@ class Service:
         return data
 
     def ready(self) -> tuple[int, str]:
-        """/readyz: 200 when partitions are assigned and the broker answers, else 503 with the reason."""
+        """/readyz: 200 when the instance has started, the broker answers and no fault pauses it (with or without
+        partitions), else 503 with the reason."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:  # noqa: S310
                 return response.status, response.read().decode().strip()

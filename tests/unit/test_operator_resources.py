@@ -131,6 +131,12 @@ def test_deployment_runs_the_subcommand_non_root_read_only_with_probes() -> None
             deployment["spec"]["template"]["metadata"]["labels"].items()
     writer = by_kind(children, "Deployment")["lab-parquet-writer"]
     assert writer["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce volume
+    normalizer = by_kind(children, "Deployment")["lab-normalizer-enricher"]
+    # never a surge consumer beyond the partition count: one pod down, then its replacement
+    assert normalizer["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    health = by_kind(children, "Deployment")["lab-health"]
+    assert health["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert {"name": "parquet", "persistentVolumeClaim": {"claimName": "lab-parquet"}} in \
         writer["spec"]["template"]["spec"]["volumes"]
 

@@ -143,14 +143,19 @@ class ServiceRuntime:
                 self.set_state("ok")
 
     def readiness(self) -> tuple[bool, str]:
+        """Ready = this instance can do its work: started (topics found, clients built), the broker answers,
+        and no fault has paused it (a degraded writer: disk full, object store down).
+
+        Owning partitions is not part of it. An instance without partitions is a healthy standby that takes
+        some at the next rebalance; requiring them deadlocked every rollout once replicas reached the
+        partition count (the surge pod never got one, so it never turned Ready and the rollout never went on).
+        """
         if self.state in ("stopping", "stopped", "starting"):
             return False, self.state
         if not self.broker_reachable:
             return False, "broker unreachable"
         if self.state == "degraded":
             return False, self.reason or "degraded"
-        if not self.assigned:
-            return False, "no partitions assigned"
         return True, "ready"
 
     # --- periodic output ---------------------------------------------------------------------------
