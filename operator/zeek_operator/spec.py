@@ -295,7 +295,23 @@ class FlushSpec(SpecModel):
         return self
 
 
+SINGLE_WRITER_MESSAGE = (
+    "more than one parquet-writer (replicas > 1, or autoscaling with maxReplicas > 1) needs a volume every "
+    "writer can mount: set writer.storage.pvc.accessModes to [ReadWriteMany] (with a StorageClass or claim "
+    "that offers it) or use writer.storage.type s3; on a ReadWriteOnce claim keep replicas 1 and "
+    "autoscaling.maxReplicas 1 (a second writer on another node would wait forever on Multi-Attach)")
+
+
 class WriterSpec(SpecModel):
+    """The parquet-writer. Several writers on a pvc need ReadWriteMany: a ReadWriteOnce volume attaches to
+    one node only, so a second writer scheduled elsewhere never starts (Multi-Attach error)."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.storage.type != 'pvc' || self.storage.pvc.accessModes.exists(m, m == 'ReadWriteMany') || "
+         "(self.replicas <= 1 && (!self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))",
+         SINGLE_WRITER_MESSAGE),
+    ))
+
     replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
     resources: Resources = _resources("250m", "512Mi", "1", "1536Mi")
     autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
@@ -308,6 +324,14 @@ class WriterSpec(SpecModel):
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="Messages per consume batch.")
     flush_threads: int = Field(default=2, ge=1, le=32,
                                description="Threads typing and encoding buffers in parallel; match the CPU limit.")
+
+    @model_validator(mode="after")
+    def _one_writer_per_single_node_volume(self) -> WriterSpec:
+        storage = self.storage
+        several = self.replicas > 1 or (self.autoscaling.enabled and self.autoscaling.max_replicas > 1)
+        if storage.type == "pvc" and "ReadWriteMany" not in storage.pvc.access_modes and several:
+            raise ValueError(SINGLE_WRITER_MESSAGE)
+        return self
 
 
 class HealthSpec(SpecModel):

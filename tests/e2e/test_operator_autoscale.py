@@ -108,7 +108,8 @@ def test_scales_on_lag_within_max_and_partitions_with_cooldown(
         "kafka": {"bootstrapServers": [kafka_bootstrap], "topics": {"raw": raw, "normalized": normalized},
                   "consumerGroups": groups},
         "normalizer": {"replicas": 1, "autoscaling": autoscaling},
-        "writer": {"replicas": 1, "autoscaling": {**autoscaling, "maxReplicas": 8}},
+        "writer": {"replicas": 1, "autoscaling": {**autoscaling, "maxReplicas": 8},
+                   "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}}},
     }
     name = unique("scale")
     apply(kubectl, pipeline(name, spec), namespace=namespace)

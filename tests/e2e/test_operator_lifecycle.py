@@ -283,7 +283,8 @@ def test_spec_changes_roll_out_to_the_children(
                      and deployments(kubectl, namespace, name))
     old_hash = template_hash(first["parquet-writer"])
     changed = json.loads(json.dumps(minimal))
-    changed.update(image={"tag": "9.9.9"}, writer={"replicas": 3, "flush": {"intervalSeconds": 15}})
+    changed.update(image={"tag": "9.9.9"}, writer={"replicas": 3, "flush": {"intervalSeconds": 15},
+                                                   "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}}})
     apply(kubectl, pipeline(name, changed), namespace=namespace)
 
     def rolled() -> dict[str, dict[str, Any] | None] | None:
@@ -378,6 +379,11 @@ def test_deleting_the_pipeline_garbage_collects_what_it_owns(
         ({"health": {"serviceType": "Ingress"}}, "spec.health.serviceType"),
         ({"writer": {"resources": {"limits": {"memory": "lots"}}}}, "spec.writer.resources.limits.memory"),
         ({"kafka": {"bootstrapServers": []}}, "spec.kafka.bootstrapServers"),
+        # several writers on the default ReadWriteOnce claim would end in Multi-Attach
+        ({"writer": {"replicas": 2}}, "set writer.storage.pvc.accessModes to [ReadWriteMany]"),
+        ({"writer": {"autoscaling": {"enabled": True, "maxReplicas": 3}}}, "needs a volume every writer can mount"),
+        ({"writer": {"replicas": 2, "storage": {"pvc": {"accessModes": ["ReadWriteOnce", "ReadWriteOncePod"]}}}},
+         "or use writer.storage.type s3"),
         ({"bogus": True}, 'unknown field "spec.bogus"'),
     ],
 )

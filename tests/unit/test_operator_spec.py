@@ -111,12 +111,24 @@ def test_crd_has_status_subresource_short_name_and_printer_columns() -> None:
         (with_("normalizer.replicas", -1), "spec.normalizer.replicas", "greater than or equal to 0"),
         (with_("kafka.bootstrapServers", ["no-port"]), "spec.kafka.bootstrapServers[0]", "pattern"),
         (with_("writer.bogus", 1), "spec.writer.bogus", "Extra inputs"),
+        (with_("writer.replicas", 2), "spec.writer", "accessModes to [ReadWriteMany]"),
+        (with_("writer.autoscaling", {"enabled": True, "maxReplicas": 3}), "spec.writer", "Multi-Attach"),
         ({}, "spec.kafka", "Field required"),
     ],
 )
 def test_invalid_spec_names_the_field(raw: dict[str, Any], field: str, words: str) -> None:
     found = problems(raw)
     assert any(path == field and words in message for path, message in found), found
+
+
+@pytest.mark.parametrize("writer", [
+    {"replicas": 3, "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}}},
+    {"replicas": 3, "storage": {"type": "s3", "s3": {"bucket": "lake"}}},
+    {"replicas": 1, "autoscaling": {"enabled": True, "maxReplicas": 1}},
+    {"replicas": 0},
+])
+def test_several_writers_are_fine_where_every_writer_can_mount_the_output(writer: dict[str, Any]) -> None:
+    assert parse_spec(with_("writer", writer)).writer.replicas == writer["replicas"]
 
 
 def test_inline_normalization_and_configmap_ref_are_exclusive() -> None:
