@@ -156,7 +156,7 @@ class Lake(ServiceDeployment):
         out = {}
         for partition in range(self.partitions):
             record = self.commit_record(partition)
-            out[partition] = record["next_offset"] if record else 0
+            out[partition] = (record["next_offset"] if record else None) or 0  # None: a takeover, nothing written
         return out
 
     def wait_written(self, last_offsets: dict[int, int], timeout: float = 120.0,

@@ -45,10 +45,11 @@ def test_hour_dir_is_the_hive_path_of_the_utc_hour() -> None:
     assert hour_dir(0) == "year=1970/month=01/day=01/hour=00"
 
 
-def test_file_name_carries_partition_and_offset_range_and_sorts_by_offset() -> None:
-    name = file_name("events", "dns", kafka_file_id(3, 120, 4567))
-    assert name == "events_dns_p3-o000000000120-000000004567.parquet"
-    later = file_name("events", "dns", kafka_file_id(3, 4568, 9000))
+def test_file_name_carries_topic_partition_and_offset_range_and_sorts_by_offset() -> None:
+    name = file_name("events", "dns", kafka_file_id("zeek-normalized", 3, 120, 4567))
+    assert name == "events_dns_zeek-normalized_p3-o000000000120-000000004567.parquet"
+    assert name != file_name("events", "dns", kafka_file_id("other-pipeline", 3, 120, 4567))
+    later = file_name("events", "dns", kafka_file_id("zeek-normalized", 3, 4568, 9000))
     assert sorted([later, name]) == [name, later]
     assert relative_path("dns", hour_of(utc(2018, 3, 24, 17)), name) == (
         "dns/year=2018/month=03/day=24/hour=17/" + name)

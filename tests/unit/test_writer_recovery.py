@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import orjson
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
@@ -211,3 +212,23 @@ def test_a_commit_conflict_gives_the_partition_up_until_it_is_recovered_again(tm
     assert engine.conflicts == {0} and 0 not in engine.states and engine.buffers.count == 0
     assert CommitLog(storage, TOPIC).latest(0) == theirs  # nothing of ours was committed over theirs
     assert engine.recover(0).next_offset == 30  # what the service does next: resume after their commit
+
+
+def test_dead_letters_already_sent_are_not_sent_again_when_the_partition_is_lost(tmp_path: Path) -> None:
+    storage, dlq = FaultyStorage(tmp_path), RecordingDeadLetters()
+    engine = engine_on(storage, dlq)
+    engine.recover(1)
+    engine.add(1, 7, STREAM[1][7], 0.0)  # the unroutable record: its flush is a dead letter and a commit
+    storage.fail_at = set(range(storage.operations + 1, storage.operations + 50))  # the output is stuck
+    engine.flush_due(100.0)
+    assert engine.failing and len(dlq.acknowledged) == 1  # dead-lettered, not committed
+    engine.forget({1}, finish_dead_lettered=True)  # the broker went away long enough: partition lost
+    storage.fail_at = set()
+    state = engine.recover(1)  # it comes back to this writer: the kept flush commits first
+    for offset in range(state.next_offset or 0, 30):  # the replay from the commit log
+        engine.add(1, offset, STREAM[1][offset], 0.0)
+    engine.drain({1}, float("inf"), "shutdown", sleep=lambda _s: None)
+    assert [(d["partition"], d["offset"]) for d in dlq.acknowledged] == [(1, 7)]  # once, not twice
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table(columns=["_kafka_offset"])
+    assert table.schema.field("_kafka_offset").type == pa.int64()
+    assert sorted(table.column(0).to_pylist()) == list(range(8, 30))

@@ -153,6 +153,8 @@ class WriterEngine:
         Jobs of an earlier ownership of the partition (cancelled) leave the queue first, so none of them
         can commit behind the recovered state's back."""
         deadline = time.monotonic() + wait
+        if not self.threaded and any(job.partition == partition for job in self.queue):
+            self.process()  # inline mode: a job kept from a lost ownership runs (or fails) first
         while self.threaded and time.monotonic() < deadline and (
                 any(job.partition == partition for job in list(self.queue))
                 or (self._running is not None and self._running.partition == partition)):
@@ -162,16 +164,26 @@ class WriterEngine:
         self.positions.pop(partition, None)
         return state
 
-    def forget(self, partitions: set[int]) -> int:
-        """Drop everything held for these partitions (revoked after draining, or lost); returns records dropped.
-        Their queued jobs are cancelled: whatever they did not commit, the new owner replays."""
+    def forget(self, partitions: set[int], *, finish_dead_lettered: bool = False) -> int:
+        """Drop everything held for these partitions (revoked after draining, lost, or taken by another
+        writer); returns records dropped. Their queued jobs are cancelled: whatever they did not commit, the
+        new owner replays. With `finish_dead_lettered` (lost partitions), a job whose dead letters are already
+        out, and every job before it, still commits: the commit log fences it if another writer has taken the
+        partition over, and otherwise the replay does not send those dead letters again."""
         dropped = 0
         for partition in partitions:
             dropped += self.buffers.drop_partition(partition)
             self.states.pop(partition, None)
             self.positions.pop(partition, None)
-        for job in list(self.queue):
-            if job.partition in partitions and not job.committed:
+        jobs = [job for job in list(self.queue) if job.partition in partitions and not job.committed]
+        keep: set[int] = set()
+        if finish_dead_lettered:
+            for partition in partitions:
+                own = [job for job in jobs if job.partition == partition]
+                last = max((i for i, job in enumerate(own) if job.dead_letters_sent), default=-1)
+                keep |= {id(job) for job in own[:last + 1]}
+        for job in jobs:
+            if id(job) not in keep:
                 job.cancelled = True
                 dropped += job.segment.count
         return dropped

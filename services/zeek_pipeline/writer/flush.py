@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from zeek_pipeline.core.schema import OFFSET_COLUMN
 from zeek_pipeline.writer.buffers import Segment
-from zeek_pipeline.writer.commitlog import CommitLog, CommitRecord, PartitionState, StagedFile
+from zeek_pipeline.writer.commitlog import CommitConflict, CommitLog, CommitRecord, PartitionState, StagedFile
 from zeek_pipeline.writer.convert import INVALID_LOG_TYPE, UNROUTABLE, Converter, Reject, route
 from zeek_pipeline.writer.dlq import DeadLetterError, DeadLetters, Delivery
 from zeek_pipeline.writer.layout import file_name, kafka_file_id, relative_path, split_by_hour
@@ -85,6 +85,11 @@ class FlushJob:
     def done(self) -> bool:
         return self.published
 
+    @property
+    def dead_letters_sent(self) -> bool:
+        """Some of its dead letters may be in the DLQ already: cancelling it now would send them again."""
+        return any(delivery is not None for delivery in self.deliveries)
+
 
 @dataclass(frozen=True, slots=True)
 class FlushOutcome:
@@ -143,7 +148,7 @@ class Flusher:
     def _encode(self, seg: Segment, hour: int, table: pa.Table) -> PlannedFile:
         bounds = pc.min_max(table.column(OFFSET_COLUMN))
         first, last = int(bounds["min"].as_py()), int(bounds["max"].as_py())
-        name = file_name(self.file_prefix, seg.log_type, kafka_file_id(seg.partition, first, last))
+        name = file_name(self.file_prefix, seg.log_type, kafka_file_id(self.topic, seg.partition, first, last))
         metadata = file_metadata(seg.log_type, self.converter.schema_version, {
             "zeek_pipeline.kafka_topic": self.topic,
             "zeek_pipeline.kafka_partition": str(seg.partition),
@@ -223,7 +228,13 @@ class Flusher:
             if job.cancelled:
                 self._discard(job.staged)
                 raise Cancelled(f"{seg.log_type} p{job.partition}: the partition left this writer")
-            self.commitlog.commit(job.record)
+            try:
+                self.commitlog.commit(job.record)
+            except CommitConflict:
+                # Not committed, or committed and taken over by a successor that published the files itself:
+                # either way nothing here is ours to publish any more.
+                self._discard(job.staged)
+                raise
             state.apply(job.record)
             job.committed = True
         assert job.record is not None

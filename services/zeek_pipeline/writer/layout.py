@@ -2,11 +2,15 @@
 
     <base>/<log_type>/year=YYYY/month=MM/day=DD/hour=HH/<prefix>_<log_type>_<id>.parquet
 
-`<id>` is `p<partition>-o<first offset>-<last offset>` (offsets of the rows in the file, zero-padded to 12
-digits so names sort by offset): unique across instances (a partition has one owner) and restarts (the
+`<id>` is `<topic>_p<partition>-o<first offset>-<last offset>` (offsets of the rows in the file, zero-padded
+to 12 digits so names sort by offset): unique across instances (a partition has one owner) and restarts (the
 offset ranges of one (log type, partition) never overlap), and the same on a replay of the same records,
-so a replay overwrites instead of duplicating. The hour is the event's (UTC, from `event_time`), or the
-ingest time's when a record has no event time, so a late event lands in its own hour's folder.
+so a replay overwrites instead of duplicating. The topic is in the name because offsets are per topic: two
+pipelines reading different topics into one base path would otherwise write the same names. Files written
+before the topic was added (`p<partition>-o...`) keep their names and are read alike (readers go by the
+Hive folders and `.parquet`; commit records store every final name whole). The hour is the event's (UTC,
+from `event_time`), or the ingest time's when a record has no event time, so a late event lands in its own
+hour's folder.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def hour_dir(hour: int) -> str:
     return f"year={t.tm_year:04d}/month={t.tm_mon:02d}/day={t.tm_mday:02d}/hour={t.tm_hour:02d}"
 
 
-def kafka_file_id(partition: int, first: int, last: int) -> str:
-    return f"p{partition}-o{first:012d}-{last:012d}"
+def kafka_file_id(topic: str, partition: int, first: int, last: int) -> str:
+    return f"{topic}_p{partition}-o{first:012d}-{last:012d}"
 
 
 def file_name(prefix: str, log_type: str, file_id: str) -> str:

@@ -29,6 +29,7 @@ from zeek_pipeline.writer.convert import Converter
 from zeek_pipeline.writer.dlq import DeadLetters
 from zeek_pipeline.writer.engine import WriterEngine
 from zeek_pipeline.writer.flush import Flusher, FlushJob
+from zeek_pipeline.writer.kafka_errors import BROKER_DOWN_REASON, KafkaErrors, librdkafka_logger
 from zeek_pipeline.writer.parquet_file import ParquetOptions
 from zeek_pipeline.writer.storage import Storage, StorageError
 
@@ -41,6 +42,8 @@ REVOKE_BUDGET_SECONDS = 30.0
 SHUTDOWN_BUDGET_SECONDS = 30.0
 RECOVERY_BUDGET_SECONDS = 120.0  # output unreachable at assignment for longer: exit, Kubernetes restarts us
 LAG_EVERY_SECONDS = 5.0
+REJOIN_DELAY_SECONDS = 3.0  # after a commit conflict, give the group time to say whether we lost the partition
+PROBE_SECONDS = 2.0  # while the broker is unreachable and nothing arrives, ask it for metadata this often
 
 
 class RecoveryTimeout(Exception):
@@ -56,7 +59,10 @@ class WriterService:
                                                  status_extra=self._status_extra, health_extra=self._health_extra)
         self.metrics = self.runtime.metrics
         self.storage = storage
-        self.dead_letters = DeadLetters(kafka_config.producer(settings), settings.output.kafka.dlq_topic, COMPONENT)
+        self.kafka_errors = KafkaErrors(self.runtime)
+        self.dead_letters = DeadLetters(
+            kafka_config.producer(settings, error_cb=self.kafka_errors, logger=librdkafka_logger()),
+            settings.output.kafka.dlq_topic, COMPONENT)
         commitlog = CommitLog(storage, self.topic, self.runtime.instance)
         flusher = Flusher(storage=storage, commitlog=commitlog, converter=converter, dead_letters=self.dead_letters,
                           options=ParquetOptions.from_settings(settings.output.parquet),
@@ -68,6 +74,8 @@ class WriterService:
         self.consumer: Consumer | None = None
         self.paused = False
         self._next_lag = 0.0
+        self._next_probe = 0.0
+        self._rejoin_at: float | None = None
 
     # --- monitoring ----------------------------------------------------------------------------------
     def _health_extra(self) -> dict[str, Any]:
@@ -111,7 +119,8 @@ class WriterService:
         runtime = self.runtime
         runtime.install_signal_handlers()
         runtime.start()
-        conf = kafka_config.consumer(self.settings, self.settings.writer.group_id, error_cb=runtime.on_kafka_error)
+        conf = kafka_config.consumer(self.settings, self.settings.writer.group_id, error_cb=self.kafka_errors,
+                                     logger=librdkafka_logger())
         self.consumer = Consumer(conf)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
@@ -129,9 +138,12 @@ class WriterService:
                     runtime.tick()
                     continue
                 messages = self.consumer.consume(batch_size, POLL_SECONDS)
-                if messages:
-                    runtime.broker_ok()
-                    self.metrics.add("consumed", engine.ingest(messages, time.monotonic(), runtime.on_kafka_error))
+                consumed = engine.ingest(messages, time.monotonic(), self.kafka_errors) if messages else 0
+                if consumed:
+                    self.metrics.add("consumed", consumed)
+                    runtime.broker_ok()  # a record, not an error event: the broker answered
+                elif not runtime.broker_reachable:
+                    self._probe_broker()
                 engine.flush_due(time.monotonic())
                 self._update_gauges()
                 runtime.tick()
@@ -153,8 +165,28 @@ class WriterService:
             self._recovered()
         self._commit_offsets(engine.collect(), asynchronous=True)
         if engine.conflicts:
-            self._rejoin(engine.conflicts)
-            engine.conflicts.clear()
+            # A conflict usually means we were paused past our session (a zombie): the group's verdict (the
+            # partition lost) arrives with the next heartbeats. Re-reading the log at once would take the
+            # partition over again from its rightful owner, and back, until that verdict arrives.
+            now = time.monotonic()
+            self._rejoin_at = self._rejoin_at or now + REJOIN_DELAY_SECONDS
+            if now >= self._rejoin_at:
+                self._rejoin(set(engine.conflicts))
+                engine.conflicts.clear()
+                self._rejoin_at = None
+
+    def _probe_broker(self) -> None:
+        """While the broker is unreachable and no record arrives (paused, idle topic), a metadata request tells
+        when it is back; error events never do (they only say that it is still down)."""
+        now = time.monotonic()
+        if self.consumer is None or now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_SECONDS
+        try:
+            self.consumer.list_topics(self.topic, timeout=1.0)
+        except KafkaException:
+            return
+        self.runtime.broker_ok()
 
     def _rejoin(self, partitions: set[int]) -> None:
         """Another writer committed a partition we hold (a race at hand-over): re-read its commit log and
@@ -180,14 +212,20 @@ class WriterService:
         if not self.paused:
             log.warning("flush failed: consumption paused, buffers kept, retrying with backoff",
                         extra={"context": {"error": str(exc)[:300]}})
-        self.runtime.set_state("degraded", reason)
+        if self.runtime.broker_reachable:  # else the broker outage is the reason shown, until it ends
+            self.runtime.set_state("degraded", reason)
         self._pause()
 
     def _recovered(self) -> None:
         if self.paused:
             log.info("output writable again: consumption resumed")
         self._resume()
-        if self.runtime.state == "degraded":
+        self._clear_degraded()
+
+    def _clear_degraded(self) -> None:
+        """Clear what the writer itself reported (output trouble, recovery); a broker outage is cleared only
+        by the broker answering (runtime.broker_ok), so it cannot flap with every loop iteration."""
+        if self.runtime.state == "degraded" and not self.runtime.reason.startswith(BROKER_DOWN_REASON):
             self.runtime.set_state("ok")
 
     def _pause(self) -> None:
@@ -251,8 +289,8 @@ class WriterService:
         consumer.incremental_assign(assigned)
         if self.paused and assigned:
             consumer.pause(assigned)
-        if not self.engine.failing and self.runtime.state == "degraded":
-            self.runtime.set_state("ok")
+        if not self.engine.failing:
+            self._clear_degraded()
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -269,7 +307,7 @@ class WriterService:
         log.info("partitions revoked", extra={"context": {"partitions": sorted(tp.partition for tp in partitions)}})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        dropped = self._forget({tp.partition for tp in partitions})
+        dropped = self._forget({tp.partition for tp in partitions}, finish_dead_lettered=True)
         self._unassign(consumer, partitions)
         log.warning("partitions lost", extra={"context": {
             "partitions": sorted(tp.partition for tp in partitions), "dropped_records": dropped}})
@@ -278,8 +316,8 @@ class WriterService:
         current = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         consumer.incremental_unassign([tp for tp in partitions if (tp.topic, tp.partition) in current])
 
-    def _forget(self, partitions: set[int]) -> int:
-        dropped = self.engine.forget(partitions)
+    def _forget(self, partitions: set[int], *, finish_dead_lettered: bool = False) -> int:
+        dropped = self.engine.forget(partitions, finish_dead_lettered=finish_dead_lettered)
         if not self.engine.failing:
             self._recovered()
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from zeek_pipeline.settings import S3Settings
+from zeek_pipeline.writer.s3_conditional import ConditionalPut, ConditionalPutError, conditional_put, endpoint_of
 
 
 class StorageError(Exception):
@@ -55,7 +57,8 @@ class Storage(Protocol):
         """Make a written file durable (fsync on disk; a no-op on S3, where close completes the upload)."""
 
     def put_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> bool:
-        """Write a small file durably and atomically; with `exclusive`, False if it already exists."""
+        """Write a small file durably and atomically; with `exclusive`, create it only if absent (atomically,
+        against any other writer): False if it already exists."""
 
     def read_bytes(self, rel: str) -> bytes | None:
         """A whole small file, or None when it does not exist."""
@@ -84,6 +87,9 @@ class LocalStorage:
         self.base = Path(base).absolute()
         self.url = str(self.base)
         self._known_dirs: set[Path] = set()
+        # Temp names must differ between writers sharing the directory: a PID alone does not (PID 1 in
+        # every container), so a random tag per instance is added.
+        self.tag = f"{os.getpid()}-{secrets.token_hex(4)}"
 
     def path(self, rel: str) -> Path:
         return self.base / rel
@@ -133,7 +139,7 @@ class LocalStorage:
 
     def put_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> bool:
         path = self.path(rel)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{self.tag}.tmp")
         try:
             self._makedirs(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -215,13 +221,16 @@ class LocalStorage:
 
 
 class S3Storage:
-    """`s3://bucket/prefix` through pyarrow's S3 file system (AWS SDK: retries, multipart uploads)."""
+    """`s3://bucket/prefix` through pyarrow's S3 file system (AWS SDK: retries, multipart uploads); exclusive
+    writes (commit records) through a conditional PUT (`s3_conditional`)."""
 
-    def __init__(self, url: str, filesystem: pafs.FileSystem) -> None:
+    def __init__(self, url: str, filesystem: pafs.FileSystem, conditional: ConditionalPut | None = None) -> None:
         parts = urlsplit(url)
         self.url = url.rstrip("/")
         self.root = f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
+        self.prefix = parts.path.strip("/")
         self.fs = filesystem
+        self.conditional = conditional
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -236,11 +245,15 @@ class S3Storage:
         return None  # closing the stream completed the (multipart) upload
 
     def put_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> bool:
-        # S3 offers no portable create-if-absent through pyarrow; the caller checks for an existing object
-        # first (the partition's single owner makes that race-free in practice, see docs/writer-durability.md).
+        if exclusive:
+            if self.conditional is None:
+                raise ValueError("exclusive S3 writes need a conditional PUT client (open_storage builds one)")
+            key = f"{self.prefix}/{rel}" if self.prefix else rel
+            try:
+                return self.conditional.put_if_absent(key, data)
+            except ConditionalPutError as exc:
+                raise _wrap("write", self.path(rel), exc) from exc
         try:
-            if exclusive and self.exists(rel):
-                return False
             with self.fs.open_output_stream(self.path(rel)) as out:
                 out.write(data)
             return True
@@ -307,20 +320,16 @@ class S3Storage:
 
 def s3_filesystem(settings: S3Settings, environ: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     """Endpoint, region and credentials from `output.parquet.s3`, else the AWS environment/credential chain."""
-    env = os.environ if environ is None else environ
+    where = endpoint_of(settings, environ)
     kwargs: dict[str, object] = {
-        "region": settings.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "region": where.region,
         "connect_timeout": 5,
         "request_timeout": 30,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        "scheme": where.scheme,
     }
-    endpoint = settings.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    scheme = settings.scheme
-    if endpoint:
-        parsed = urlsplit(endpoint if "://" in endpoint else f"{scheme}://{endpoint}")
-        kwargs["endpoint_override"] = parsed.netloc
-        scheme = "https" if parsed.scheme == "https" else "http"
-    kwargs["scheme"] = scheme
+    if where.netloc:
+        kwargs["endpoint_override"] = where.netloc
     if settings.access_key is not None and settings.secret_key is not None:
         kwargs["access_key"] = settings.access_key.get_secret_value()
         kwargs["secret_key"] = settings.secret_key.get_secret_value()
@@ -333,5 +342,5 @@ def open_storage(base_path: str, s3: S3Settings, environ: Mapping[str, str] | No
         parts = urlsplit(base_path)
         if not parts.netloc:
             raise ValueError(f"output.parquet.base_path {base_path!r}: no bucket")
-        return S3Storage(base_path, s3_filesystem(s3, environ))
+        return S3Storage(base_path, s3_filesystem(s3, environ), conditional_put(parts.netloc, s3, environ))
     return LocalStorage(base_path)
