@@ -11,6 +11,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from zeek_operator.managed_fields import adopt_update_entries
+
 FIELD_MANAGER = "zeek-operator"
 
 # (apiVersion, kind) -> (path prefix, plural)
@@ -64,6 +66,18 @@ class Kube:
         query: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Any:
+        return self.request_status(method, path, body, content_type, query, timeout)[1]
+
+    def request_status(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, Any]:
+        """(HTTP status, decoded body): an apply tells a creation (201) from an update (200) only by it."""
         from kubernetes.client.exceptions import ApiException
 
         method, url, headers, _, _ = self.api.param_serialize(
@@ -78,7 +92,7 @@ class Kube:
         data = response.read()
         if not 200 <= response.status < 300:
             raise ApiError(int(response.status), str(response.reason), data.decode(errors="replace"))
-        return json.loads(data) if data else None
+        return int(response.status), json.loads(data) if data else None
 
     # -- objects ----------------------------------------------------------------------------------------
 
@@ -97,21 +111,49 @@ class Kube:
         return list(result.get("items") or [])
 
     def apply(self, body: Mapping[str, Any]) -> tuple[Literal["created", "applied"], dict[str, Any]]:
-        """Create; when it exists (409), server-side apply our fields with force (a hand edit is undone)."""
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        collection = object_path(body["apiVersion"], body["kind"], namespace)
+        """Server-side apply with force, creating the object when missing: one field manager, one Apply entry.
+
+        So a field the operator stops setting (a TLS volume, a SASL variable, a limit, `rollingUpdate` after a
+        switch to `Recreate`) is removed by the API server, and a hand edit of one of our fields is undone.
+        Objects an older operator created with POST carry our fields in an *Update* entry that an apply
+        never prunes; they are migrated once (`managed_fields.adopt_update_entries`), then applied again.
+        """
         try:
-            created = self.request("POST", collection, body, query={"fieldManager": FIELD_MANAGER})
-            return "created", created
+            code, live = self._apply(body)
         except ApiError as exc:
-            if exc.status != 409:
+            # e.g. 422 "rollingUpdate may not be specified when strategy type is Recreate": a legacy entry
+            # keeps the old field alive; without one the error is real
+            if exc.status != 422 or not self._migrate(body, None):
                 raise
-        applied = self.request(
-            "PATCH", f"{collection}/{name}", body, content_type="application/apply-patch+yaml",
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
-        )
-        return "applied", applied
+            code, live = self._apply(body)
+        else:
+            if self._migrate(body, live):
+                code, live = self._apply(body)
+        return ("created" if code == 201 else "applied"), live
+
+    def _apply(self, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        meta = body["metadata"]
+        path = object_path(body["apiVersion"], body["kind"], meta["namespace"], meta["name"])
+        code, live = self.request_status("PATCH", path, body, content_type="application/apply-patch+yaml",
+                                         query={"fieldManager": FIELD_MANAGER, "force": "true"})
+        return code, dict(live)
+
+    def _migrate(self, body: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+        """Move our Update entry's fields into our Apply entry (True when there was one to move)."""
+        meta = body["metadata"]
+        if live is None:
+            live = self.get(body["kind"], meta["namespace"], meta["name"])
+            if live is None:
+                return False
+        live_meta = live.get("metadata") or {}
+        entries = adopt_update_entries(live_meta.get("managedFields") or [], FIELD_MANAGER)
+        if entries is None:
+            return False
+        patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": live_meta.get("resourceVersion")},
+                 {"op": "replace", "path": "/metadata/managedFields", "value": entries}]
+        self.request("PATCH", object_path(body["apiVersion"], body["kind"], meta["namespace"], meta["name"]),
+                     patch, content_type="application/json-patch+json")
+        return True
 
     def ensure(self, body: Mapping[str, Any]) -> tuple[Literal["created", "exists"], dict[str, Any]]:
         """Create when missing, never change it afterwards (a volume claim: size and class are the user's)."""
