@@ -197,10 +197,29 @@ def test_image_tag_defaults_to_the_app_version_and_follows_image_values(helm: Ru
         "repository": "zeek-pipeline", "tag": "abc123", "pullPolicy": "IfNotPresent"}
 
 
+def test_operator_replicas_value_runs_several_leader_electing_operators(helm: Run) -> None:
+    rendered = docs(template(helm, None, "--set", "operator.replicas=2"))
+    deployment = by_kind(rendered, "Deployment")[0]
+    assert deployment["spec"]["replicas"] == 2
+    # one at a time: the stopping leader releases the Lease, the standby takes over
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-election" in args and "--lease-name=zeek-operator" in args
+    # one replica keeps Recreate (two never run at once, not even briefly)
+    single = by_kind(docs(template(helm, None, "--set", "operator.replicas=1")), "Deployment")[0]
+    assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"] == {"type": "Recreate"}
+    # several replicas without leader election would all reconcile: refused
+    result = helm("template", "zp", str(CHART), "--set", "operator.replicas=2",
+                  "--set", "operator.extraArgs={--no-leader-election}")
+    assert result.returncode != 0 and "operator.replicas > 1 needs leader election" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
         ("operator.probePort=http", "at '/operator/probePort': got string, want integer"),
+        ("operator.replicas=0", "at '/operator/replicas': minimum: got 0, want 1"),
         ("rbac.clusterwide=true", "at '/rbac': additional properties 'clusterwide' not allowed"),
         ("pipeline.writer.storage.type=gcs", "at '/pipeline/writer/storage/type': value must be one of 'pvc', 's3'"),
         ("pipeline.normalizer.replicas=-2", "at '/pipeline/normalizer/replicas': minimum: got -2, want 0"),
