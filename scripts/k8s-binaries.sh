@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build (once) and cache the real Kubernetes control-plane binaries used by the
-# e2e tests: kube-apiserver, kube-controller-manager, kubectl, etcd and helm.
+# Build (once) and cache the real Kubernetes binaries used by the e2e tests and
+# `make cluster`: the control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler), the node (kubelet, kube-proxy), kubectl and helm.
 #
 # Everything is built from the Go module proxy with the local Go toolchain via
 # small wrapper modules in scripts/k8s-build/{kubernetes,etcd,helm} (their
@@ -28,7 +29,7 @@ CACHE_ROOT="${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION/bin"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WRAPPERS="$HERE/k8s-build"
-BINARIES=(kube-apiserver kube-controller-manager kubectl etcd helm)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd helm)
 
 log() { printf '[k8s-binaries] %s\n' "$*" >&2; }
 
@@ -52,7 +53,6 @@ export GOCACHE="$CACHE_ROOT/go/build"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
-export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 # go.sum files are committed; the checksum database is not reachable everywhere.
 export GOSUMDB="${GOSUMDB_OVERRIDE:-off}"
 mkdir -p "$GOMODCACHE" "$GOCACHE" "$BIN_DIR"
@@ -85,6 +85,9 @@ gen_k8s_gomod() {
     echo "tool ("
     echo "	k8s.io/kubernetes/cmd/kube-apiserver"
     echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+    echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+    echo "	k8s.io/kubernetes/cmd/kubelet"
+    echo "	k8s.io/kubernetes/cmd/kube-proxy"
     echo "	k8s.io/kubernetes/cmd/kubectl"
     echo ")"
   } > "$dir/go.mod"
@@ -128,11 +131,16 @@ build_kubernetes() {
       k8s_ldflags+=" -X $pkg.$x"
     done
   done
-  log "building kube-apiserver kube-controller-manager kubectl ($K8S_VERSION)"
+  log "building kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl ($K8S_VERSION)"
   (cd "$WORK/kubernetes" && "${BUILD[@]}" -ldflags="$k8s_ldflags" -o "$WORK/out/" \
      k8s.io/kubernetes/cmd/kube-apiserver \
      k8s.io/kubernetes/cmd/kube-controller-manager \
+     k8s.io/kubernetes/cmd/kube-scheduler \
+     k8s.io/kubernetes/cmd/kubelet \
+     k8s.io/kubernetes/cmd/kube-proxy \
      k8s.io/kubernetes/cmd/kubectl)
+  # keep the wrapper's resolved module graph so the committed go.sum can be refreshed from it
+  cp "$WORK/kubernetes/go.mod" "$WORK/kubernetes/go.sum" "$WORK/out/" 2>/dev/null || true
 }
 
 # --- etcd --------------------------------------------------------------------
@@ -166,7 +174,7 @@ build_helm() {
 }
 
 mkdir -p "$WORK/out"
-time_it "kube-apiserver+kube-controller-manager+kubectl" build_kubernetes
+time_it "kubernetes (apiserver, controller-manager, scheduler, kubelet, proxy, kubectl)" build_kubernetes
 time_it "etcd" build_etcd
 time_it "helm" build_helm
 

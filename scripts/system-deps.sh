@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # Debian packages the tests need beyond the base machine: Chromium and its driver for the dashboard's browser
-# test. Idempotent; skips apt when everything is present.
+# tests, and for the single-node cluster (tests/infra/cluster, `make cluster`): containerd, runc, the CNI
+# plugins, buildah and mmdebstrap (images without Docker or a registry), iptables/conntrack (kube-proxy),
+# and gcc's static libc for the pause binary. Idempotent; skips apt when everything is present.
 set -euo pipefail
 needed=()
-command -v chromium >/dev/null 2>&1 || needed+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || needed+=(chromium-driver)
+want() {  # want COMMAND-OR-PATH PACKAGE
+  if [[ "$1" == /* ]]; then [[ -e "$1" ]] || needed+=("$2"); else command -v "$1" >/dev/null 2>&1 || needed+=("$2"); fi
+}
+want chromium chromium
+want chromedriver chromium-driver
+want containerd containerd
+want runc runc
+want /usr/lib/cni/bridge containernetworking-plugins
+want buildah buildah
+want mmdebstrap mmdebstrap
+want iptables iptables
+want conntrack conntrack
+want /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
 fi

@@ -14,30 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.browser import chromium
 from tests.infra.zeek_data import PROJECT_ROOT
 from tests.integration.test_health_kafka import wait_until
 from tests.integration.test_health_pipeline import flowing, running_pipeline
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 DOWN_RED = "rgb(197, 34, 31)"  # --down in dashboard.css
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as instance:
+        yield instance
 
 
 def test_dashboard_shows_the_live_pipeline_and_turns_the_killed_writer_red(browser: object, kafka_bootstrap: str,

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +41,9 @@ from typing import IO, Any
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 CACHE_ROOT = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline"))
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "k8s-binaries.sh"
-BINARIES = ("kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm")
+BINARIES = (
+    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "etcd", "helm",
+)
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -96,7 +99,7 @@ class _Pki:
     kcm_key: Path
 
 
-def _write_pki(directory: Path) -> _Pki:
+def _write_pki(directory: Path, address: str = "127.0.0.1", service_cidr: str = SERVICE_CLUSTER_IP_RANGE) -> _Pki:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -183,7 +186,7 @@ def _write_pki(directory: Path) -> _Pki:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return key, builder.sign(ca_key, hashes.SHA256())
 
-    first_service_ip = next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())
+    first_service_ip = next(ipaddress.ip_network(service_cidr).hosts())
     serving_key, serving_cert = leaf(
         name("kube-apiserver"),
         ExtendedKeyUsageOID.SERVER_AUTH,
@@ -193,7 +196,7 @@ def _write_pki(directory: Path) -> _Pki:
             x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"),
             x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted({"127.0.0.1", address})),
             x509.IPAddress(first_service_ip),
         ],
     )
@@ -287,6 +290,28 @@ class _Proc:
             self.log.close()
 
 
+def spawn(name: str, args: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> _Proc:
+    """Start `args` in its own process group (killpg reaches all it starts), output appended to `log_path`.
+
+    The child is killed if the process that started it dies hard (PR_SET_PDEATHSIG).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    log.write(f"$ {' '.join(args)}\n".encode())
+    log.flush()
+    popen = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    return _Proc(name, popen, log, log_path)
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on free loopback ports; use as a context manager.
@@ -300,6 +325,14 @@ class ControlPlane:
     start_timeout: float = 120.0
     stop_timeout: float = 15.0
     extra_apiserver_args: list[str] = field(default_factory=list)
+    extra_controller_manager_args: list[str] = field(default_factory=list)
+    # Where the API server listens and what it advertises. Loopback serves a control plane without nodes;
+    # a node cluster (tests/infra/cluster) passes its bridge address, which pods reach through the
+    # `kubernetes` Service.
+    address: str = "127.0.0.1"
+    service_cidr: str = SERVICE_CLUSTER_IP_RANGE
+    # Told (name, pid) of every process it starts, e.g. to record them for a restore from another process.
+    on_spawn: Callable[[str, int], None] | None = None
 
     def __post_init__(self) -> None:
         self._owns_workdir = self.workdir is None
@@ -339,7 +372,8 @@ class ControlPlane:
             self._atexit_registered = True
         (self.workdir / "logs").mkdir(exist_ok=True)
         try:
-            pki = _write_pki(self.workdir / "pki")
+            pki = _write_pki(self.workdir / "pki", self.address, self.service_cidr)
+            self.pki = pki
             self.ca_cert = pki.ca_cert
             self._start_etcd()
             self._start_apiserver(pki)
@@ -375,21 +409,11 @@ class ControlPlane:
     # -- components ---------------------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> _Proc:
-        log_path = self.log_path(name)
-        log = log_path.open("ab")
-        log.write(f"$ {' '.join(args)}\n".encode())
-        log.flush()
-        popen = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,  # own process group: killpg reaches everything it starts
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        proc = _Proc(name, popen, log, log_path)
+        assert self.workdir is not None
+        proc = spawn(name, args, self.log_path(name), self.workdir)
         self._procs.append(proc)
+        if self.on_spawn is not None:
+            self.on_spawn(name, proc.popen.pid)
         return proc
 
     def _fail(self, proc: _Proc, what: str) -> ControlPlaneError:
@@ -448,14 +472,14 @@ class ControlPlane:
 
     def _start_apiserver(self, pki: _Pki) -> None:
         port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        self.server = f"https://{self.address}:{port}"
         proc = self._spawn(
             "kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir}/apiserver-certs",
                 f"--tls-cert-file={pki.serving_cert}",
@@ -465,10 +489,14 @@ class ControlPlane:
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--authorization-mode=RBAC",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
                 # the "kubernetes" Service's endpoints would point at 127.0.0.1, which the API refuses
-                "--endpoint-reconciler-type=none",
+                f"--endpoint-reconciler-type={'none' if self.address == '127.0.0.1' else 'lease'}",
+                # kubectl logs / exec / port-forward: the API server reaches kubelets with the admin identity
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
                 *self.extra_apiserver_args,
@@ -509,8 +537,9 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--v=1",
+                *self.extra_controller_manager_args,
             ],
         )
         insecure = ssl.create_default_context()
@@ -538,7 +567,7 @@ class ControlPlane:
         )
 
     def _request(self, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self._port, timeout=5, context=self._client_ssl)
+        conn = http.client.HTTPSConnection(self.address, self._port, timeout=5, context=self._client_ssl)
         try:
             conn.request("GET", path)
             response = conn.getresponse()
