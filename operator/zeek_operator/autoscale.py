@@ -8,6 +8,11 @@ Rules (docs/operator.md, "Autoscaling"):
 - any change waits `cooldownSeconds` after the previous change of that component, except a count outside
   the bounds (maxReplicas lowered, partitions removed), which is corrected at once;
 - an unknown lag (broker unreachable) changes nothing.
+
+The parquet-writer is scaled on its *backlog*, not its raw lag: it commits only after a flush, so even a
+writer that keeps up shows a lag of about input rate x flush interval. `writer_backlog` subtracts that
+(the rate measured from the normalized topic's end offsets between two ticks), so only falling behind
+adds replicas; a raw-lag writer sat at maxReplicas for good.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from zeek_operator.spec import Autoscaling, PipelineSpec
+from zeek_operator.spec import Autoscaling, FlushSpec, PipelineSpec
 
 SCALE_DOWN_HEADROOM = 0.1
+# Seconds of input a keeping-up writer may also hold beyond its flush interval: the flush itself (typing,
+# encoding, upload, commit) and the gap until the next poll.
+FLUSH_SLACK_SECONDS = 10.0
 
 Direction = Literal["up", "down", "hold"]
 
@@ -57,6 +65,38 @@ def bounds(policy: Policy, partitions: int | None) -> tuple[int, int, str]:
     return lower, upper, cap
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The writer's lag minus what its flushing explains (None when the input rate is not known yet)."""
+
+    value: int | None
+    rate: float | None
+    explained: int
+    reason: str
+
+
+def input_rate(previous_end: int | None, previous_time: float | None, end: int, now: float) -> float | None:
+    """Messages per second arriving on a topic, from two readings of its summed end offsets."""
+    if previous_end is None or previous_time is None or now <= previous_time or end < previous_end:
+        return None  # first reading, clock or topic reset (recreated topic): measure again next tick
+    return (end - previous_end) / (now - previous_time)
+
+
+def writer_backlog(lag: int, partitions: int, rate: float | None, flush: FlushSpec) -> Backlog:
+    """What a writer that keeps up would not have: lag - rate x (flush interval + slack), at least 0.
+
+    A flush by event count holds up to eventCount messages per partition, so that much is explained too.
+    (A flush by size alone is not converted: message sizes are unknown here.)
+    """
+    if rate is None:
+        return Backlog(None, None, 0, f"lag {lag}, input rate not measured yet")
+    window = (flush.interval_seconds + FLUSH_SLACK_SECONDS) if flush.interval_seconds else FLUSH_SLACK_SECONDS
+    explained = max(math.ceil(rate * window), flush.event_count * partitions if flush.event_count else 0)
+    value = max(0, lag - explained)
+    return Backlog(value, rate, explained, f"lag {lag} - {explained} held by flushing "
+                                          f"({rate:.0f}/s x {window:.0f}s) = backlog {value}")
+
+
 def decide(
     *,
     current: int,
@@ -65,8 +105,11 @@ def decide(
     policy: Policy,
     last_scale: float | None,
     now: float,
+    signal: str = "lag",
 ) -> Decision:
-    """The replica count one component should have, and why (for the event and the status)."""
+    """The replica count one component should have, and why (for the event and the status).
+
+    `lag` is the scaling signal (the writer passes its backlog, `signal` names it in the reason)."""
     lower, upper, cap = bounds(policy, partitions)
     if current < lower or current > upper:
         target = min(max(current, lower), upper)
@@ -74,10 +117,10 @@ def decide(
         return Decision(target, "up" if target > current else "down",
                         f"{current} replicas is outside the bounds [{lower}, {upper}] ({limit})")
     if lag is None:
-        return Decision(current, "hold", "lag unknown: keeping the current count")
+        return Decision(current, "hold", f"{signal} unknown: keeping the current count")
     wanted_raw = math.ceil(lag / policy.target_lag_per_replica)
     wanted = min(max(wanted_raw, lower), upper)
-    detail = f"lag {lag}, target {policy.target_lag_per_replica}/replica -> {wanted_raw}"
+    detail = f"{signal} {lag}, target {policy.target_lag_per_replica}/replica -> {wanted_raw}"
     if wanted_raw > upper:
         detail += f", capped by {cap}"
     elif wanted_raw < lower:
@@ -115,6 +158,7 @@ class GroupLag:
     partitions: int
     lag: int
     per_partition: dict[int, int]
+    end_offsets: int = 0  # summed read_committed end offsets: their growth between ticks is the input rate
 
 
 def admin_config(spec: PipelineSpec, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
@@ -204,7 +248,8 @@ class LagReader:
             if position < 0:  # nothing committed yet: the group would start at the beginning
                 position = starts.get(p, 0)
             per_partition[p] = max(0, ends.get(p, 0) - position)
-        return GroupLag(group, topic, len(partitions), sum(per_partition.values()), per_partition)
+        return GroupLag(group, topic, len(partitions), sum(per_partition.values()), per_partition,
+                        sum(ends.get(p, 0) for p in partitions))
 
     def _offsets(self, tps: list[Any], spec: Any, isolation: Any) -> dict[int, int]:
         futures = self._admin.list_offsets(dict.fromkeys(tps, spec), isolation_level=isolation,

@@ -69,6 +69,13 @@ AUTOSCALE_SCHEMA: dict[str, Any] = {
         "partitions": {"type": "integer"},
         "reason": {"type": "string"},
         "lastScaleTime": {"type": "string", "format": "date-time"},
+        "backlog": {"type": "integer", "format": "int64",
+                    "description": "parquet-writer: lag minus what its flush interval explains (the signal)."},
+        "backlogReason": {"type": "string", "description": "parquet-writer: how the backlog was computed."},
+        "inputRate": {"type": "number", "description": "parquet-writer: messages/s into its topic."},
+        "endOffsets": {"type": "integer", "format": "int64",
+                       "description": "parquet-writer: summed end offsets at sampleTime (for the rate)."},
+        "sampleTime": {"type": "string", "format": "date-time"},
     },
 }
 

@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from zeek_operator import resources
-from zeek_operator.autoscale import GroupLag, LagError, LagReader, Policy, admin_config, decide
+from zeek_operator.autoscale import (
+    GroupLag,
+    LagError,
+    LagReader,
+    Policy,
+    admin_config,
+    decide,
+    input_rate,
+    writer_backlog,
+)
 from zeek_operator.kube import ApiError, Kube
 from zeek_operator.render import COMPONENTS, Overrides, config_hash, render_files
 from zeek_operator.spec import PipelineSpec, SpecError, parse_spec
@@ -78,6 +87,11 @@ def _now() -> dt.datetime:
 
 def _stamp(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _precise_stamp(moment: float) -> str:
+    """With milliseconds: input rates are measured between two of these (ticks can be 2 s apart)."""
+    return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _fingerprint(child: Mapping[str, Any]) -> str:
@@ -449,11 +463,14 @@ def _decide(spec: PipelineSpec, old_status: Mapping[str, Any], lags: Mapping[str
         previous = (old_status.get("autoscaling") or {}).get(component) or {}
         current = autoscaled.get(component, getattr(spec, key).replicas)
         lag = lags.get(component)
-        decision = decide(current=current, lag=lag.lag if lag else None,
+        signal_name, signal, extra = "lag", lag.lag if lag else None, {}
+        if component == "parquet-writer" and lag is not None:
+            signal_name, signal, extra = "backlog", *_writer_signal(spec, previous, lag, now)
+        decision = decide(current=current, lag=signal,
                           partitions=lag.partitions if lag else None, policy=Policy.from_spec(policy_spec),
-                          last_scale=_parse_time(previous.get("lastScaleTime")), now=now)
+                          last_scale=_parse_time(previous.get("lastScaleTime")), now=now, signal=signal_name)
         entry = {"desiredReplicas": decision.replicas, "reason": decision.reason,
-                 "lastScaleTime": previous.get("lastScaleTime") or None}
+                 "lastScaleTime": previous.get("lastScaleTime") or None, **extra}
         if lag is not None:
             entry.update(lag=lag.lag, partitions=lag.partitions)
         if decision.changed:
@@ -463,6 +480,20 @@ def _decide(spec: PipelineSpec, old_status: Mapping[str, Any], lags: Mapping[str
         autoscaled[component] = decision.replicas
         decisions[component] = entry
     return decisions, autoscaled, events
+
+
+def _writer_signal(spec: PipelineSpec, previous: Mapping[str, Any], lag: GroupLag,
+                   now: float) -> tuple[int | None, dict[str, Any]]:
+    """The writer's backlog (None until a second reading gives the input rate) and what to keep in the status
+    for the next tick (the end offsets and when they were read)."""
+    previous_end = previous.get("endOffsets")
+    rate = input_rate(previous_end if isinstance(previous_end, int) else None,
+                      _parse_time(previous.get("sampleTime")), lag.end_offsets, now)
+    backlog = writer_backlog(lag.lag, lag.partitions, rate, spec.writer.flush)
+    extra: dict[str, Any] = {"endOffsets": lag.end_offsets, "sampleTime": _precise_stamp(now),
+                             "backlog": backlog.value, "backlogReason": backlog.reason,
+                             "inputRate": None if rate is None else round(rate, 3)}
+    return backlog.value, extra
 
 
 def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,

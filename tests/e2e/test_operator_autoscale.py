@@ -9,12 +9,14 @@ the lag is gone.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.e2e.test_operator_lifecycle import (
@@ -179,3 +181,86 @@ def test_missing_topics_are_created_when_asked(
     # From the next tick on the lag of the new (empty) topics is read.
     wait_for("lag of the created topics", lambda: ((get(kubectl, "zeekpipeline", name, namespace) or {})
                                                    .get("status") or {}).get("totalLag") == 0, timeout=30)
+
+
+class SteadyInput:
+    """Produces `rate` messages/s round-robin into a topic's partitions until stopped (a normalizer's output)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, rate: int) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self._topic, self._partitions, self._rate = topic, partitions, rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        sent, start = 0, time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - start) * self._rate)
+            while sent < due:
+                self._producer.produce(self._topic, b'{"conn": {}}', partition=sent % self._partitions)
+                sent += 1
+            self._producer.poll(0)
+            time.sleep(0.02)
+        self._producer.flush(10)
+
+    def __enter__(self) -> SteadyInput:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_writer_scales_on_backlog_not_on_the_lag_its_flush_interval_explains(
+    kafka_bootstrap: str, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    """A writer that commits every flush interval keeps a lag of rate x interval: it must stay at minReplicas
+    (it used to go to maxReplicas and stay there); once it stops committing (falls behind) it scales up."""
+    raw = create_topic(kafka_bootstrap, unique("raw"), partitions=1)
+    normalized = create_topic(kafka_bootstrap, unique("normalized"), partitions=4)
+    groups = {"normalizer": unique("norm"), "writer": unique("writer")}
+    interval, rate = 10, 100  # a keeping-up writer's lag reaches ~1000 = 2 x targetLagPerReplica
+    spec = {
+        "kafka": {"bootstrapServers": [kafka_bootstrap], "topics": {"raw": raw, "normalized": normalized},
+                  "consumerGroups": groups},
+        "writer": {"replicas": 1, "flush": {"intervalSeconds": interval},
+                   "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "targetLagPerReplica": 500,
+                                   "cooldownSeconds": 0},
+                   "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}}},
+    }
+    name = unique("wscale")
+    set_group_offsets(kafka_bootstrap, groups["writer"], normalized, dict.fromkeys(range(4), 0))
+    apply(kubectl, pipeline(name, spec), namespace=namespace)
+    seen: list[dict[str, Any]] = []
+
+    def writer_entry() -> tuple[int, dict[str, Any]]:
+        replicas, entry = scaling(kubectl, namespace, name, "parquet-writer")
+        if entry and (not seen or entry.get("sampleTime") != seen[-1].get("sampleTime")):
+            seen.append(entry)
+        return replicas, entry
+
+    with SteadyInput(kafka_bootstrap, normalized, 4, rate):
+        # Keeping up: commit everything every flush interval, as the writer does after each flush.
+        deadline = time.monotonic() + 3 * interval + 5
+        while time.monotonic() < deadline:
+            set_group_offsets(kafka_bootstrap, groups["writer"], normalized, end_offsets(kafka_bootstrap, normalized))
+            until = time.monotonic() + interval
+            while time.monotonic() < until:
+                replicas, entry = writer_entry()
+                assert replicas in (1, -1) and entry.get("desiredReplicas", 1) == 1, entry
+                time.sleep(0.5)
+        measured = [e for e in seen if e.get("inputRate")]
+        assert measured, seen
+        assert max(e["lag"] for e in measured) >= 600, seen  # raw lag alone would have asked for 2+
+        assert all(e["backlog"] == 0 for e in measured), seen
+        assert all(abs(e["inputRate"] - rate) < rate * 0.5 for e in measured[1:]), seen
+
+        # Falling behind: no more commits; the lag outgrows what the flush interval explains.
+        def scaled_up() -> dict[str, Any] | None:
+            replicas, entry = writer_entry()
+            return entry if replicas == 3 and entry.get("desiredReplicas") == 3 else None
+
+        up = wait_for("the writer to scale up on its backlog", scaled_up, timeout=90)
+    assert up["reason"].startswith("backlog "), up
+    assert up["backlog"] > 1000 and up["lag"] - up["backlog"] >= rate * interval * 0.5, up

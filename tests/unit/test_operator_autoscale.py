@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from zeek_operator.autoscale import Decision, Policy, admin_config, decide
+from typing import Any
+
+from zeek_operator.autoscale import (
+    FLUSH_SLACK_SECONDS,
+    Decision,
+    GroupLag,
+    Policy,
+    admin_config,
+    decide,
+    input_rate,
+    writer_backlog,
+)
+from zeek_operator.reconcile import _decide
 from zeek_operator.spec import parse_spec
 
 POLICY = Policy(min_replicas=1, max_replicas=8, target_lag_per_replica=1000, cooldown_seconds=60)
+MINIMAL: dict[str, Any] = {"kafka": {"bootstrapServers": ["kafka:9092"]}}
 
 
 def step(current: int, lag: int | None, partitions: int | None = 12, policy: Policy = POLICY,
@@ -91,3 +104,58 @@ def test_admin_config_takes_credentials_from_the_secrets_not_the_spec() -> None:
     assert conf["bootstrap.servers"] == "a:9093,b:9093"
     assert (conf["sasl.mechanism"], conf["sasl.username"], conf["sasl.password"]) == ("PLAIN", "zeek", "pw")
     assert conf["ssl.ca.pem"] == "-----PEM" and conf["client.rack"] == "r1"
+
+
+# ------------------------------------------------------------------------------ the writer's backlog
+
+
+def test_input_rate_needs_two_readings_and_ignores_resets() -> None:
+    assert input_rate(None, None, 1000, 30.0) is None
+    assert input_rate(1000, 0.0, 4000, 30.0) == 100.0
+    assert input_rate(4000, 0.0, 1000, 30.0) is None  # topic recreated
+    assert input_rate(1000, 30.0, 1000, 30.0) is None
+
+
+def test_writer_backlog_subtracts_what_its_flush_interval_holds() -> None:
+    flush = parse_spec(MINIMAL).writer.flush  # 60 s interval
+    keeping_up = writer_backlog(lag=6000, partitions=6, rate=100.0, flush=flush)
+    assert keeping_up.value == 0 and keeping_up.explained == 100 * (60 + FLUSH_SLACK_SECONDS)
+    behind = writer_backlog(lag=50_000, partitions=6, rate=100.0, flush=flush)
+    assert behind.value == 50_000 - 7000 and "backlog 43000" in behind.reason
+    assert writer_backlog(lag=50_000, partitions=6, rate=None, flush=flush).value is None
+
+
+def test_writer_backlog_counts_event_count_flushes_per_partition() -> None:
+    flush = parse_spec({**MINIMAL, "writer": {"flush": {"intervalSeconds": 0, "eventCount": 1000}}}).writer.flush
+    assert writer_backlog(lag=7000, partitions=6, rate=10.0, flush=flush).value == 1000
+
+
+def writer_tick(status: dict[str, Any], lag: int, end: int, now: float) -> dict[str, Any]:
+    spec = parse_spec({**MINIMAL, "writer": {"autoscaling": {
+        "enabled": True, "maxReplicas": 4, "targetLagPerReplica": 1000, "cooldownSeconds": 0},
+        "storage": {"type": "s3", "s3": {"bucket": "lake"}}}})
+    lags = {"parquet-writer": GroupLag("w", "zeek-normalized", 6, lag, {}, end)}
+    decisions, _, _ = _decide(spec, status, lags, now)
+    entry: dict[str, Any] = decisions["parquet-writer"]
+    return entry
+
+
+def test_a_writer_that_keeps_up_is_not_scaled_although_its_lag_is_rate_times_interval() -> None:
+    """500 msg/s, 60 s flush interval: the lag saw-tooths up to 30000 while the writer keeps up."""
+    status: dict[str, Any] = {}
+    end = 1_000_000
+    for tick, lag in enumerate([12_000, 29_000, 3_000, 18_000, 30_000]):
+        end += 500 * 30
+        entry = writer_tick(status, lag, end, now=1000.0 + 30 * tick)
+        status = {"autoscaling": {"parquet-writer": entry}}
+        assert entry["desiredReplicas"] == 1, entry["reason"]
+    assert entry["inputRate"] == 500.0 and entry["backlog"] == 0
+
+
+def test_a_writer_falling_behind_is_scaled_on_its_backlog() -> None:
+    first = writer_tick({}, 30_000, 1_000_000, now=1000.0)
+    assert first["desiredReplicas"] == 1 and "backlog unknown" in first["reason"]
+    second = writer_tick({"autoscaling": {"parquet-writer": first}}, 38_000, 1_015_000, now=1030.0)
+    # 500/s x 70 s = 35000 explained; backlog 3000 -> 3 replicas
+    assert second["backlog"] == 3000 and second["desiredReplicas"] == 3, second["reason"]
+    assert second["reason"].startswith("backlog 3000, target 1000/replica -> 3")
