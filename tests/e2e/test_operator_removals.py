@@ -74,10 +74,28 @@ def reduced_spec(bootstrap: str) -> dict[str, Any]:
             "writer": {"replicas": 1, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}}
 
 
-def secrets(kubectl: Kubectl, namespace: str, name: str) -> None:
+def a_ca_certificate() -> str:
+    """A real PEM certificate (the operator's own AdminClient loads the CA)."""
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    end = "-----END CERTIFICATE-----"
+    return bundle[bundle.index("-----BEGIN CERTIFICATE-----"):bundle.index(end) + len(end)] + "\n"
+
+
+def secrets(kubectl: Kubectl, namespace: str, name: str, workdir: Path) -> None:
     ok(kubectl("create", "secret", "generic", f"{name}-sasl", "-n", namespace,
                "--from-literal=username=zeek", "--from-literal=password=pw"))
-    ok(kubectl("create", "secret", "generic", f"{name}-tls", "-n", namespace, "--from-literal=ca.crt=PEM"))
+    ca = workdir / "ca.crt"
+    ca.write_text(a_ca_certificate())
+    ok(kubectl("create", "secret", "generic", f"{name}-tls", "-n", namespace, f"--from-file=ca.crt={ca}"))
+
+
+def our_operations(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    """The managedFields operations recorded for the operator's field manager on a Deployment."""
+    result = ok(kubectl("get", "deployment", name, "-n", namespace, "-o", "json", "--show-managed-fields"))
+    entries = json.loads(result.stdout)["metadata"].get("managedFields") or []
+    return [e["operation"] for e in entries if e["manager"] == FIELD_MANAGER and not e.get("subresource")]
 
 
 def leftovers(deployment: dict[str, Any] | None) -> list[str]:
@@ -93,10 +111,10 @@ def leftovers(deployment: dict[str, Any] | None) -> list[str]:
 
 
 def test_values_removed_from_the_spec_are_removed_from_the_children(
-    kafka_bootstrap: str, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kafka_bootstrap: str, kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     name = unique("prune")
-    secrets(kubectl, namespace, name)
+    secrets(kubectl, namespace, name, tmp_path)
     apply(kubectl, pipeline(name, full_spec(kafka_bootstrap, name)), namespace=namespace)
 
     def complete() -> dict[str, dict[str, Any] | None] | None:
@@ -124,10 +142,8 @@ def test_values_removed_from_the_spec_are_removed_from_the_children(
     assert after["parquet-writer"] is not None and after["parquet-writer"]["spec"]["replicas"] == 1
     zp = get(kubectl, "zeekpipeline", name, namespace)
     assert condition(zp, "Degraded")["status"] == "False", zp
-    for deployment in after.values():
-        assert deployment is not None
-        ours = [e for e in deployment["metadata"]["managedFields"] if e["manager"] == FIELD_MANAGER]
-        assert [e["operation"] for e in ours] == ["Apply"], ours
+    for component in after:
+        assert our_operations(kubectl, namespace, f"{name}-{component}") == ["Apply"]
     assert "HTTP 422" not in operator.log()
 
 
@@ -138,14 +154,17 @@ def test_a_child_an_older_operator_created_with_post_is_migrated_and_pruned(
     with rollingUpdate and SASL; the new spec wants Recreate without SASL, which only an applier owning those
     fields can prune (without the migration every apply fails with 422)."""
     name = unique("legacy")
-    secrets(kubectl, namespace, name)
-    old = resources.build_deployment("parquet-writer", name, parse_spec(full_spec(kafka_bootstrap, name)), "old")
-    old["metadata"]["namespace"] = namespace
-    ok(kubectl("create", "-n", namespace, f"--field-manager={FIELD_MANAGER}", "-f", "-", input=json.dumps(old)))
+    secrets(kubectl, namespace, name, tmp_path)
+    old_spec = parse_spec(full_spec(kafka_bootstrap, name))
+    # what the old operator POSTed: the pods' ServiceAccount first, then the Deployment
+    for old in (resources.build_service_account(name),
+                resources.build_deployment("parquet-writer", name, old_spec, "old")):
+        old["metadata"]["namespace"] = namespace
+        ok(kubectl("create", "-n", namespace, f"--field-manager={FIELD_MANAGER}", "-f", "-",
+                   input=json.dumps(old)))
     posted = get(kubectl, "deployment", f"{name}-parquet-writer", namespace)
     assert posted is not None and posted["spec"]["strategy"]["rollingUpdate"]
-    assert [e["operation"] for e in posted["metadata"]["managedFields"] if e["manager"] == FIELD_MANAGER] == [
-        "Update"]
+    assert our_operations(kubectl, namespace, f"{name}-parquet-writer") == ["Update"]
 
     apply(kubectl, pipeline(name, reduced_spec(kafka_bootstrap)), namespace=namespace)
 
@@ -158,7 +177,6 @@ def test_a_child_an_older_operator_created_with_post_is_migrated_and_pruned(
     writer = wait_for("the POSTed writer to be taken over and pruned", migrated, timeout=60)
     assert writer["metadata"]["uid"] == posted["metadata"]["uid"]  # patched, not re-created
     assert writer["metadata"]["ownerReferences"][0]["name"] == name
-    ours = [e for e in writer["metadata"]["managedFields"] if e["manager"] == FIELD_MANAGER]
-    assert [e["operation"] for e in ours] == ["Apply"], ours
+    assert our_operations(kubectl, namespace, f"{name}-parquet-writer") == ["Apply"]
     zp = get(kubectl, "zeekpipeline", name, namespace)
-    assert condition(zp, "Degraded")["status"] == "False", zp
+    assert condition(zp, "Degraded")["status"] == "False", condition(zp, "Degraded")
