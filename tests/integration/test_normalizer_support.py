@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from tests.infra import topics
 from tests.infra.service_process import CONFIG, ZEEK, ServiceDeployment
 from tests.infra.service_process import Service as Service  # re-exported: the normalizer tests import it from here
+from tests.infra.zeek_data import json_logs
 
 STATUS_CONFIG = {"cleanup.policy": "compact"}
 # Fast group membership for kill/restart tests: a killed member is dropped after 6 s, not 30 s.
@@ -74,6 +75,12 @@ class Pipeline(ServiceDeployment):
             assert process.wait(300) == 0, (self.workdir / "publish.out").read_text()[-3000:]
         self.publishers.append(process)
         return process
+
+    def flow(self, total: int, rate: int) -> subprocess.Popen[bytes]:
+        """`total` real Zeek records published at `rate` per second in the background (records keep arriving
+        while a test kills, pauses or stops something)."""
+        return self.publish(json_logs(), "--rate", str(rate), "--count", str(total), "--repeat", "0",
+                            background=True)
 
     def input_total(self) -> int:
         return sum(topics.end_offsets(self.bootstrap, self.input).values())
@@ -172,3 +179,14 @@ def running(pipe: Pipeline) -> Iterator[Pipeline]:
         yield pipe
     finally:
         pipe.stop_all()
+
+
+def wait_logged(service: Service, text: str, timeout: float = 120.0) -> None:
+    """Until the service's output contains `text` (e.g. a failpoint it reached); fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in service.log.read_text(errors="replace"):
+            return
+        assert service.process.poll() is None, f"exited {service.process.returncode}\n{service.tail()}"
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not logged in {timeout}s\n{service.tail()}")

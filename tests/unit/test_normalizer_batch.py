@@ -1,4 +1,4 @@
-"""Batch bounds (count and time) and what an abort rewinds (pure)."""
+"""Batch bounds (count and time) and its counts (pure); where an abort rewinds is tested in test_normalizer_ledger."""
 
 from __future__ import annotations
 
@@ -34,32 +34,12 @@ def test_poll_waits_idle_when_empty_and_only_until_the_deadline_otherwise() -> N
     assert POLICY.poll_timeout(5, started=100.0, now=101.0) == 0.0
 
 
-def test_batch_tracks_first_and_next_offset_per_partition() -> None:
+def test_clear_drops_counts_and_reject_details() -> None:
     batch = Batch()
-    for offset in (10, 11, 15):
-        batch.add(("raw", 0), offset, now=5.0)
-    batch.add(("raw", 1), 7, now=6.0)
-    assert batch.count == 4 and batch.started == 5.0
-    assert batch.first == {("raw", 0): 10, ("raw", 1): 7}
-    assert batch.next == {("raw", 0): 16, ("raw", 1): 8}
-
-
-def test_rewind_points_are_first_offsets_of_still_assigned_partitions() -> None:
-    batch = Batch()
-    batch.add(("raw", 0), 10, now=0.0)
-    batch.add(("raw", 1), 20, now=0.0)
-    assert batch.rewind_points({("raw", 1), ("raw", 2)}) == {("raw", 1): 20}
-
-
-def test_forget_and_clear_drop_partition_state() -> None:
-    batch = Batch()
-    batch.add(("raw", 0), 10, now=0.0)
-    batch.add(("raw", 1), 20, now=0.0)
+    batch.count, batch.accepted, batch.started = 2, 1, 5.0
     batch.reject("invalid_json", "bad", "raw[0]@10")
-    batch.forget({("raw", 0)})
-    assert set(batch.next) == {("raw", 1)}
     batch.clear()
-    assert not batch and batch.first == {} and batch.next == {} and not batch.rejects and not batch.reasons
+    assert not batch and batch.accepted == 0 and not batch.rejects and not batch.reasons
 
 
 def test_batch_keeps_only_a_few_reject_details_but_counts_all() -> None:

@@ -15,7 +15,7 @@ from confluent_kafka import Message, TopicPartition
 
 from tests.infra.zeek_data import json_logs, read_lines
 from zeek_pipeline.core.transform import Transformer
-from zeek_pipeline.normalizer.errors import BatchAborted
+from zeek_pipeline.normalizer.errors import BatchAborted, BatchInDoubt
 from zeek_pipeline.normalizer.service import NormalizerService
 from zeek_pipeline.runtime.service import ServiceRuntime
 from zeek_pipeline.settings import Settings
@@ -35,6 +35,7 @@ class FakeOutput:
         self.aborts = 0
         self.fail_produce_at: int | None = None
         self.fail_commit = False
+        self.in_doubt_commit = False
         self.backpressure_waits = 0
 
     @property
@@ -50,6 +51,9 @@ class FakeOutput:
         self.pending.append((topic, value, key, headers))
 
     def commit(self, consumer: Any, offsets: list[TopicPartition], deadline: float, abort_deadline: float) -> None:
+        if self.in_doubt_commit:  # the producer was replaced mid-commit; the broker alone knows the outcome
+            self.in_doubt_commit = False
+            raise BatchInDoubt("commit_transaction still blocked 30s after it was called")
         if self.fail_commit:
             self.fail_commit = False
             self.abort(abort_deadline)
@@ -73,6 +77,11 @@ class FakeOutput:
 class FakeConsumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
+        self.committed_offsets: dict[int, int] = {}
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
+                for tp in partitions]
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -196,3 +205,20 @@ def test_document_larger_than_the_output_topic_accepts_goes_to_dead_letter(servi
     out: FakeOutput = service._output  # type: ignore[assignment]
     [(topic, value, _, headers)] = out.committed
     assert topic == "dlq" and value == line and dict(headers)["error.reason"] == b"too_large"
+
+
+def test_a_batch_in_doubt_that_committed_is_not_redone(service: NormalizerService) -> None:
+    service._process(_messages(_real_lines(20), start=100))
+    service._output.in_doubt_commit = True  # type: ignore[union-attr]
+    service._consumer.committed_offsets = {0: 120}  # type: ignore[union-attr]  # its successor completed it
+    assert service._commit(1e18, 1e18)
+    assert service._consumer.seeks == [("raw", 0, 120)]  # type: ignore[union-attr]
+    assert service.aborts == 0 and service.runtime.metrics.totals()["transactions"] == 1
+
+
+def test_a_batch_in_doubt_that_aborted_restarts_from_the_committed_offsets(service: NormalizerService) -> None:
+    service._process(_messages(_real_lines(20), start=100))
+    service._output.in_doubt_commit = True  # type: ignore[union-attr]
+    service._consumer.committed_offsets = {0: 100}  # type: ignore[union-attr]
+    assert not service._commit(1e18, 1e18)
+    assert service._consumer.seeks == [("raw", 0, 100)] and service.aborts == 1  # type: ignore[union-attr]

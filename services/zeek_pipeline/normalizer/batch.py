@@ -35,11 +35,10 @@ class BatchPolicy:
 
 @dataclass(slots=True)
 class Batch:
-    """The records handled since the last commit: per partition the first offset (where to rewind on abort)
-    and the next offset (what to commit), plus counts for metrics applied only once the batch is durable."""
+    """The records handled since the last commit: counts and reject details for metrics, applied only once
+    the batch is durable. Where each partition of the batch starts and ends is the ledger's
+    (normalizer/ledger.py)."""
 
-    first: dict[TopicPartitionKey, int] = field(default_factory=dict)
-    next: dict[TopicPartitionKey, int] = field(default_factory=dict)
     count: int = 0
     accepted: int = 0
     started: float = 0.0
@@ -49,33 +48,12 @@ class Batch:
     def __bool__(self) -> bool:
         return self.count > 0
 
-    def add(self, tp: TopicPartitionKey, offset: int, now: float) -> None:
-        if self.count == 0:
-            self.started = now
-        if tp not in self.first:
-            self.first[tp] = offset
-        self.next[tp] = offset + 1
-        self.count += 1
-
     def reject(self, reason: str, detail: str, source: str) -> None:
         self.reasons[reason] += 1
         if len(self.rejects) < 100:  # metrics keep the latest few; never hold a whole batch of details
             self.rejects.append((reason, detail, source))
 
-    def forget(self, partitions: set[TopicPartitionKey]) -> None:
-        """Partitions that left this instance after the batch was committed or aborted."""
-        for tp in partitions:
-            self.first.pop(tp, None)
-            self.next.pop(tp, None)
-
-    def rewind_points(self, assigned: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Where each still-assigned partition must restart after an abort: its first offset in this batch,
-        which is the last committed offset (batches are consecutive and nothing in between was committed)."""
-        return {tp: offset for tp, offset in self.first.items() if tp in assigned}
-
     def clear(self) -> None:
-        self.first.clear()
-        self.next.clear()
         self.count = 0
         self.accepted = 0
         self.started = 0.0

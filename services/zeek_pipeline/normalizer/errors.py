@@ -48,3 +48,13 @@ class FatalKafkaError(RuntimeError):
 class BatchAborted(RuntimeError):
     """The open batch was not committed (its transaction is aborted or its deliveries failed): the caller must
     rewind the consumer to the batch's first offsets so the records are processed again."""
+
+    in_doubt = False
+
+
+class BatchInDoubt(BatchAborted):
+    """The producer was replaced while the batch's commit was in flight: the replacement's init_transactions
+    completed the old transaction if the broker had it in PREPARE_COMMIT, and aborted it otherwise. Only the
+    group's committed offsets tell which: the caller rewinds to those, never to the batch's first offsets."""
+
+    in_doubt = True

@@ -3,7 +3,9 @@
 One batch is one transaction (exactly-once) or one flush-then-commit (at-least-once). The loop only
 consumes between batches' records, so when librdkafka runs a rebalance callback (inside consume()) every
 record handed out so far is already produced: on revoke the open batch is committed (or aborted and
-rewound) before the partitions move; on lost it is aborted, nothing of it is committed.
+rewound) before the partitions move; on lost it is aborted, nothing of it is committed; on assign (exactly-
+once) the partitions' dead previous owner is fenced and the partitions are claimed (normalizer/ownership.py).
+Where each partition stands is the ledger's (normalizer/ledger.py): callbacks and abort paths only call it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.admin._resource import ResourceType
+
+# ConfigResource and ResourceType are the documented public names; confluent_kafka.admin re-exports them
+# without an __all__, which mypy's strict mode reads as private.
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from zeek_pipeline.core.transform import Accepted, Rejected
 from zeek_pipeline.kafka import config as kafka_config
@@ -34,7 +37,9 @@ from zeek_pipeline.normalizer.dlq import (
     dead_letter,
 )
 from zeek_pipeline.normalizer.errors import BatchAborted, FatalKafkaError, describe
+from zeek_pipeline.normalizer.ledger import PartitionLedger, RewindTo
 from zeek_pipeline.normalizer.output import KafkaOutput
+from zeek_pipeline.normalizer.ownership import Owner, OwnerFence
 from zeek_pipeline.normalizer.transactions import TransactionalOutput, transactional_id
 from zeek_pipeline.runtime.service import ServiceRuntime
 from zeek_pipeline.settings import Settings
@@ -47,6 +52,7 @@ PRODUCER_HEADROOM = 64 * 1024
 REVOKE_BUDGET_SECONDS = 20.0  # a revoke must not hold the group's rebalance for long
 TOPIC_WAIT_LOG_SECONDS = 10.0
 LAG_SECONDS = 5.0
+CLAIM_READ_SECONDS = 10.0  # an assignment waits this long at most for stable committed offsets to claim
 
 
 class TransformerLike(Protocol):
@@ -86,8 +92,9 @@ class NormalizerService:
         self.shutdown_seconds = normalizer.shutdown_timeout_seconds
         self.transactional_id = transactional_id(settings.kafka.group_id, self.runtime.instance)
         self.output_limit = self.dlq_limit = normalizer.max_message_bytes
-        self.assigned: set[TopicPartitionKey] = set()
-        self.positions: dict[TopicPartitionKey, int] = {}  # next offset per partition: skips re-delivered records
+        self.ledger = PartitionLedger()
+        self._owner_metadata: str | None = None  # recorded with every commit (exactly-once): who to fence
+        self._fence: OwnerFence | None = None
         self.commits = 0
         self.aborts = 0
         self.skipped = 0
@@ -114,6 +121,10 @@ class NormalizerService:
         assert self._output is not None
         return self._output
 
+    @property
+    def assigned(self) -> set[TopicPartitionKey]:
+        return self.ledger.assigned
+
     def _client_logger(self) -> logging.Logger:
         return logging.getLogger("zeek_pipeline.librdkafka")
 
@@ -125,7 +136,7 @@ class NormalizerService:
     def _quiet_error(self, err: KafkaError) -> None:
         log.debug("admin: %s", err.str())
 
-    def _build_output(self) -> KafkaOutput:
+    def _producer_conf(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {
             "error_cb": self.runtime.on_kafka_error,
             "logger": self._client_logger(),
@@ -136,16 +147,25 @@ class NormalizerService:
         if self.guarantee == "exactly_once":
             overrides["transactional.id"] = self.transactional_id
             overrides["transaction.timeout.ms"] = self.settings.normalizer.transaction_timeout_ms
-        conf = kafka_config.producer(self.settings, **overrides)
+        return kafka_config.producer(self.settings, **overrides)
+
+    def _build_output(self) -> KafkaOutput:
+        conf = self._producer_conf()
         self._queue_max = int(conf.get("queue.buffering.max.messages", 100_000))
         if self.guarantee == "exactly_once":
             return TransactionalOutput(conf, stop_deadline=self._deadline_if_stopping)
         return AtLeastOnceOutput(conf, stop_deadline=self._deadline_if_stopping)
 
-    def _build_consumer(self) -> Consumer:
-        conf = kafka_config.consumer(self.settings, self.settings.kafka.group_id,
+    def _consumer_conf(self) -> dict[str, Any]:
+        return kafka_config.consumer(self.settings, self.settings.kafka.group_id,
                                      error_cb=self.runtime.on_kafka_error, logger=self._client_logger())
-        return Consumer(conf)
+
+    def _build_consumer(self) -> Consumer:
+        return Consumer(self._consumer_conf())
+
+    def _build_fence(self) -> OwnerFence:
+        return OwnerFence(self._consumer_conf(), self._producer_conf(), self._admin(),
+                          self.settings.kafka.group_id, self.transactional_id)
 
     def _deadline_if_stopping(self) -> float | None:
         return self._stop_deadline
@@ -224,6 +244,8 @@ class NormalizerService:
         if not self.output.start(lambda: runtime.stop_requested):
             return 0
         self._consumer = self._build_consumer()
+        if self.guarantee == "exactly_once":
+            self._fence = self._build_fence()
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         runtime.set_state("ok")
@@ -262,8 +284,8 @@ class NormalizerService:
         output = self.output
         output.begin()
         fast_produce = output.producer.produce
-        batch, positions = self.batch, self.positions
-        first = batch.first
+        batch, ledger = self.batch, self.ledger
+        positions, first = ledger.positions, ledger.first
         output_topic, output_limit = self.output_topic, self.output_limit
         tp_bytes, log_type_bytes = self._tp_bytes, self._log_type_bytes
         if not batch.count:
@@ -315,21 +337,15 @@ class NormalizerService:
                 else:
                     self._dead_letter(msg, INTERNAL_ERROR, f"transform returned {type(result).__name__}")
         except BatchAborted as exc:
-            # The records after the failing one were fetched (the consumer's position is past them) but not
-            # handled: their partitions must be rewound too, to their first unhandled offset.
-            for msg in messages[index + 1:]:
-                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                if msg.error() is None and topic is not None and partition is not None and offset is not None:
-                    first.setdefault((topic, partition), offset)
+            ledger.fetched_unhandled(messages[index + 1:])
             self.runtime.metrics.add("consumed", consumed)
             output.abort(time.monotonic() + self.transaction_seconds)
-            self._after_abort(str(exc))
+            self._after_abort(str(exc), RewindTo.FIRST)
             return
         self.runtime.metrics.add("consumed", consumed)
         batch.count += consumed
         batch.accepted += accepted
-        for tp in first:
-            batch.next[tp] = positions[tp]
+        ledger.handled()
         output.poll()
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
@@ -354,29 +370,25 @@ class NormalizerService:
             self._last_consume_error = (text, time.monotonic())
 
     # --- commit / abort ----------------------------------------------------------------------------
-    def _offsets(self) -> list[TopicPartition]:
-        """The next offset of every partition in the batch; the consumer's position when it is further
-        (it steps over a transactional input's control records, which are never handed out)."""
-        wanted = dict(self.batch.next)
-        try:
-            for tp in self.consumer.position([TopicPartition(t, p) for t, p in wanted]):
-                key = (tp.topic, tp.partition)
-                if tp.offset is not None and tp.offset > wanted.get(key, tp.offset):
-                    wanted[key] = tp.offset
-        except KafkaException as exc:
-            log.debug("position: %s", describe(exc))
-        return [TopicPartition(t, p, offset) for (t, p), offset in wanted.items()]
-
-    def _commit(self, deadline: float, abort_deadline: float) -> bool:
-        """Make the batch durable with its offsets; False when it was aborted and rewound instead."""
+    def _commit(self, deadline: float, abort_deadline: float, claims: list[TopicPartition] | None = None) -> bool:
+        """Make the batch durable with its offsets (and `claims`, offsets committed unchanged to record this
+        instance as their owner); False when it was aborted and rewound instead."""
         batch = self.batch
-        if not batch:
+        if not batch and not claims:
             return True
+        if claims:
+            self.output.begin()
+        offsets = self.ledger.offsets(self.consumer, self._owner_metadata) if batch else []
         try:
-            self.output.commit(self.consumer, self._offsets(), deadline, abort_deadline)
+            self.output.commit(self.consumer, offsets + (claims or []), deadline, abort_deadline)
         except BatchAborted as exc:
-            self._after_abort(str(exc))
-            return False
+            return self._after_abort(str(exc), RewindTo.COMMITTED if exc.in_doubt else RewindTo.FIRST)
+        self._committed()
+        return True
+
+    def _committed(self) -> None:
+        """The batch is durable: count it."""
+        batch = self.batch
         metrics = self.runtime.metrics
         metrics.add("transactions")
         metrics.add("produced", batch.accepted)
@@ -388,43 +400,70 @@ class NormalizerService:
         self.commits += 1
         self.last_commit_at = time.time()
         self.runtime.broker_ok()
+        self.ledger.committed()
         batch.clear()
-        return True
 
-    def _after_abort(self, why: str) -> None:
-        """Rewind every still-assigned partition of the batch to its first offset (= last committed)."""
+    def _after_abort(self, why: str, to: RewindTo) -> bool:
+        """Rewind every still-assigned partition of the batch (the ledger decides where, from `to`).
+
+        True when the broker's committed offsets show the batch committed after all (a replaced producer's
+        transaction completed by its successor): it is counted, and nothing is redone."""
+        rewound = self.ledger.rewind(self.consumer, to, self._stopping)
+        if rewound.batch_committed:
+            log.warning("batch of %d records committed after all (%s); continuing after it", self.batch.count,
+                        why)
+            self._committed()
+            return True
         self.aborts += 1
         self.runtime.metrics.add("aborts")
         self.runtime.metrics.error(f"batch aborted: {why}")
-        points = self.batch.rewind_points(self.assigned)
-        log.warning("batch of %d records aborted (%s); rewinding %d partitions", self.batch.count, why,
-                    len(points))
-        for (topic, partition), offset in points.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                # Going on would commit past records whose output was aborted: restart from committed offsets.
-                raise FatalKafkaError(f"cannot rewind {topic}[{partition}] to {offset}: {describe(exc)}") from exc
-            self.positions[(topic, partition)] = offset
-        for tp in set(self.batch.first) - set(points):
-            self.positions.pop(tp, None)
+        log.warning("batch of %d records aborted (%s); rewinding %d partitions to the %s offsets",
+                    self.batch.count, why, len(rewound.points), to.value)
         self.batch.clear()
+        return False
+
+    def _stopping(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
 
     # --- rebalance ---------------------------------------------------------------------------------
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions; exactly-once: fence their dead previous owner and claim them before any of
+        their records is fetched (the fetch starts after this callback returns)."""
         self.runtime.metrics.add("rebalances")
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            self.assigned.add(key)
-            self.positions.pop(key, None)
+        added = [(tp.topic, tp.partition) for tp in partitions]
+        self.ledger.assign(added)
         self.runtime.set_assignment(self.assigned)
         log.info("partitions assigned", extra={"context": {
             "added": _names(partitions), "now": len(self.assigned)}})
+        if self._fence is not None and added and not self._fatal:
+            try:
+                self._take_over(consumer, added)
+            except FatalKafkaError as exc:
+                self._fatal = str(exc)
+
+    def _take_over(self, consumer: Consumer, added: list[TopicPartitionKey]) -> None:
+        assert self._fence is not None
+        client_id = str(self._consumer_conf().get("client.id", ""))
+        self._owner_metadata = Owner(self.transactional_id, consumer.memberid() or "", client_id).encode()
+        fenced = self._fence.fence_dead_owners(added)
+        try:  # stable offsets: after the fence, no dead owner's transaction holds them any more
+            committed = consumer.committed([TopicPartition(t, p) for t, p in added], timeout=CLAIM_READ_SECONDS)
+        except KafkaException as exc:
+            log.warning("not claiming %d partitions: their committed offsets are unknown (%s)", len(added),
+                        describe(exc))
+            return
+        claims = [TopicPartition(tp.topic, tp.partition, tp.offset, self._owner_metadata) for tp in committed
+                  if tp.error is None and tp.offset >= 0]
+        deadline = time.monotonic() + min(REVOKE_BUDGET_SECONDS, self.transaction_seconds)
+        if self._stop_deadline is not None:
+            deadline = min(deadline, self._stop_deadline)
+        claimed = bool(claims) and self._commit(deadline, deadline + REVOKE_BUDGET_SECONDS, claims)
+        log.info("ownership taken", extra={"context": {"fenced": fenced, "claimed": len(claims) if claimed else 0}})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit the open batch (or abort and rewind it) before the partitions move to another member."""
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self.assigned -= revoked
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        self.ledger.leaving(revoked)  # a failed commit rewinds only the partitions kept
         if self.batch and not self._fatal:
             deadline = time.monotonic() + min(REVOKE_BUDGET_SECONDS, self.transaction_seconds)
             if self._stop_deadline is not None:
@@ -438,21 +477,20 @@ class NormalizerService:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Another member may own these already: commit nothing of them, abort the batch."""
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self.assigned -= lost
+        lost = [(tp.topic, tp.partition) for tp in partitions]
+        self.ledger.leaving(lost)
         if self.batch and not self._fatal:
             try:
                 self.output.abort(time.monotonic() + self.transaction_seconds)
-                self._after_abort("partitions lost")
+                self._after_abort("partitions lost", RewindTo.FIRST)
             except FatalKafkaError as exc:
                 self._fatal = str(exc)
         self._drop(lost)
         log.warning("partitions lost", extra={"context": {"lost": _names(partitions), "now": len(self.assigned)}})
 
-    def _drop(self, partitions: set[TopicPartitionKey]) -> None:
-        self.batch.forget(partitions)
+    def _drop(self, partitions: list[TopicPartitionKey]) -> None:
+        self.ledger.release(partitions)
         for tp in partitions:
-            self.positions.pop(tp, None)
             self._tp_bytes.pop(tp, None)
         self.runtime.set_assignment(self.assigned)
 
@@ -495,6 +533,8 @@ class NormalizerService:
                 self._consumer.close()  # leaves the group; the revoke callback finds no open batch
             except Exception as exc:  # noqa: BLE001 - closing is best effort
                 log.warning("consumer close: %s", describe(exc))
+        if self._fence is not None:
+            self._fence.close()
         if self._output is not None and code == 0:
             self._output.close(max(0.5, self._stop_deadline - time.monotonic()))
         log.info("stopped", extra={"context": {"commits": self.commits, "aborts": self.aborts, "exit": code}})
@@ -508,7 +548,7 @@ class NormalizerService:
         if self._consumer is None:
             return
         for topic, partition in list(self.assigned):
-            position = self.positions.get((topic, partition))
+            position = self.ledger.positions.get((topic, partition))
             try:
                 _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:

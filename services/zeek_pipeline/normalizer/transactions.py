@@ -1,7 +1,8 @@
 """Exactly-once output: one transactional producer per instance, one transaction per batch.
 
 The transactional.id is derived from the consumer group and the instance (pod) name, so it is stable across
-restarts: a restarted pod fences its predecessor and the broker aborts whatever that one left open. The
+restarts: a restarted pod fences its predecessor and the broker aborts whatever that one left open. A pod
+replaced under a new name is fenced by the partitions' next owner instead (normalizer/ownership.py). The
 consumer's offsets go into the same transaction (`send_offsets_to_transaction` with the consumer group
 metadata, KIP-447), so output, dead letters and input offsets become visible together or not at all, and a
 zombie from an old group generation cannot commit.
@@ -12,6 +13,13 @@ restart (the group coordinator's broker handle is decommissioned while still cac
 timeout by HANG_GRACE seconds, the producer is abandoned and a new one with the same transactional.id
 takes over (its init_transactions fences the old one and aborts the open transaction), and the batch is
 redone. The service recovers by itself instead of hanging.
+
+The same replacement ends a commit that cannot finish: when commit_transaction keeps failing with retriable
+errors past its deadline (a broker stopped longer than the transaction timeout), calling abort_transaction
+would only meet `_CONFLICT` (the commit is still in progress inside librdkafka) until the broker resolves
+it. Instead a new producer with the same id is initialised, retrying until the broker is back, and the
+batch is reported in doubt (BatchInDoubt): the service then rewinds to the group's committed offsets, which
+say whether the old transaction committed. The process never exits for an outage, however long.
 """
 
 from __future__ import annotations
@@ -25,7 +33,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from zeek_pipeline.normalizer.errors import BatchAborted, ErrorClass, FatalKafkaError, classify, describe
+from zeek_pipeline.normalizer.errors import (
+    BatchAborted,
+    BatchInDoubt,
+    ErrorClass,
+    FatalKafkaError,
+    classify,
+    describe,
+    kafka_error,
+)
+from zeek_pipeline.normalizer.failpoints import Failpoints
 from zeek_pipeline.normalizer.output import KafkaOutput
 
 log = logging.getLogger("zeek_pipeline.normalizer-enricher")
@@ -33,7 +50,8 @@ log = logging.getLogger("zeek_pipeline.normalizer-enricher")
 OPERATION_TIMEOUT = 10.0  # one blocking transactional call; a retriable timeout is simply retried
 MAX_BACKOFF = 2.0
 HANG_GRACE = 20.0  # a call still blocked this long after its own timeout is stuck for good
-MAX_ABANDONED = 3  # producers given up on in one process; beyond that, restart the pod
+DISPOSE_DELAY = 5.0  # a replaced (not hung) producer is dropped this long after its replacement
+MAX_ABANDONED = 3  # producers given up on because they hung, in one process; beyond that, restart the pod
 
 
 def transactional_id(group_id: str, instance: str) -> str:
@@ -73,10 +91,11 @@ class TransactionalOutput(KafkaOutput):
         self._error_cb: Callable[[KafkaError], None] | None = conf.get("error_cb")
         self._conf = {key: value for key, value in conf.items() if key != "error_cb"}
         self._generation = 0
-        self._abandoned: list[Producer] = []  # kept referenced: destroying a stuck handle would block too
+        self._abandoned: list[Producer] = []  # hung ones, kept referenced: destroying them would block too
         super().__init__(self._conf_for(0), stop_deadline=stop_deadline)
         self.transactional_id = str(conf["transactional.id"])
         self.in_transaction = False
+        self.failpoints = Failpoints.from_environment()
 
     def _conf_for(self, generation: int) -> dict[str, Any]:
         def on_error(err: KafkaError) -> None:
@@ -97,7 +116,7 @@ class TransactionalOutput(KafkaOutput):
                     "transactional_id": self.transactional_id, "generation": self._generation}})
                 return True
             except ProducerHung as exc:
-                self._replace_producer(str(exc))
+                self._replace_producer(str(exc), hung=True)
             except Exception as exc:  # noqa: BLE001 - sorted by classify()
                 if classify(exc) is not ErrorClass.RETRY:
                     raise FatalKafkaError(f"init_transactions: {describe(exc)}") from exc
@@ -106,16 +125,24 @@ class TransactionalOutput(KafkaOutput):
                 backoff = min(backoff * 2, MAX_BACKOFF)
         return False
 
-    def _replace_producer(self, why: str) -> None:
-        """Abandon a stuck producer for a new one with the same transactional.id."""
-        if len(self._abandoned) >= MAX_ABANDONED:
+    def _replace_producer(self, why: str, *, hung: bool) -> None:
+        """Give up on the current producer for a new one with the same transactional.id (whose
+        init_transactions fences the old one and resolves its open transaction)."""
+        if hung and len(self._abandoned) >= MAX_ABANDONED:
             raise FatalKafkaError(f"{why}; {MAX_ABANDONED} producers abandoned already, restarting")
-        log.error("%s: replacing the transactional producer (librdkafka hang)", why)
-        self._abandoned.append(self.producer)
+        log.error("%s: replacing the transactional producer", why)
+        old = self.producer
         self._generation += 1
         self.in_transaction = False
         self.delivery_failures.clear()
         self.producer = Producer(self._conf_for(self._generation))
+        if hung:
+            self._abandoned.append(old)
+        else:
+            # Not stuck, only given up on: let it be destroyed off the loop's thread (rd_kafka_destroy waits
+            # for its broker threads), once the caller's frames have let go of it, so a long life with many
+            # outages does not pile up handles.
+            threading.Thread(target=_release_later, args=([old],), name="kafka-dispose", daemon=True).start()
 
     def begin(self) -> None:
         if not self.in_transaction:
@@ -127,16 +154,18 @@ class TransactionalOutput(KafkaOutput):
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition], deadline: float,
                abort_deadline: float) -> None:
-        """Send the offsets and commit; retriable errors retry until `deadline`, then the transaction aborts
-        (its retriable errors retry until `abort_deadline`).
+        """Send the offsets and commit; retriable errors retry until `deadline`.
 
-        Raises BatchAborted when the transaction was aborted (the caller rewinds), FatalKafkaError when the
-        producer cannot go on."""
+        Raises BatchAborted when the transaction was aborted (the caller rewinds to the batch's first
+        offsets), BatchInDoubt when the producer had to be replaced with the commit in flight (the caller
+        rewinds to the group's committed offsets), FatalKafkaError when the producer cannot go on."""
         if not self.in_transaction:
             return
         offsets_sent = False
         backoff = 0.1
         producer = self.producer
+        failpoints = self.failpoints
+        failpoints.hit("before_send_offsets")
         while True:
             deadline = self._bounded(deadline)
             step = "commit_transaction" if offsets_sent else "send_offsets_to_transaction"
@@ -148,37 +177,51 @@ class TransactionalOutput(KafkaOutput):
                                  timeout)
                     offsets_sent = True
                     step = "commit_transaction"
+                    failpoints.hit("before_commit_transaction")
                 timeout = self._timeout(deadline)
-                guarded_call(step, partial(producer.commit_transaction, timeout), timeout)
+                guarded_call(step, partial(_commit_transaction, producer, timeout, failpoints), timeout)
                 self.in_transaction = False
                 self.delivery_failures.clear()
                 return
             except ProducerHung as exc:
-                self._replace_producer(str(exc))
-                self._restart(abort_deadline)
-                raise BatchAborted(str(exc)) from exc
+                self._replace_producer(str(exc), hung=True)
+                self._restart()
+                raise BatchInDoubt(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - sorted by classify()
                 kind = classify(exc)
                 if kind is ErrorClass.FATAL:
                     raise FatalKafkaError(f"{step}: {describe(exc)}") from exc
-                if kind is ErrorClass.ABORT or time.monotonic() >= deadline:
+                if kind is ErrorClass.ABORT:
                     log.warning("%s: %s; aborting the transaction", step, describe(exc))
                     self.abort(abort_deadline)
                     raise BatchAborted(f"{step}: {describe(exc)}") from exc
+                if time.monotonic() >= deadline:
+                    # abort_transaction would meet _CONFLICT while librdkafka still retries the commit: a
+                    # new producer resolves the transaction on the broker instead, whichever way it went.
+                    why = f"{step} not done by its deadline ({describe(exc)})"
+                    self._replace_producer(why, hung=False)
+                    self._restart()
+                    raise BatchInDoubt(why) from exc
                 log.warning("%s: %s; retrying", step, describe(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _restart(self, deadline: float) -> None:
-        """init_transactions on the replacement producer, retrying through the outage until `deadline`."""
-        if not self.start(lambda: time.monotonic() >= deadline):
-            raise FatalKafkaError("the replacement transactional producer could not be initialised in time")
+    def _restart(self) -> None:
+        """init_transactions on the replacement producer, retrying through an outage of any length; only a
+        shutdown ends the wait (the next instance with this transactional.id resolves the transaction)."""
+        if not self.start(self._stop_passed):
+            raise FatalKafkaError("stopping before the replacement transactional producer was initialised")
+
+    def _stop_passed(self) -> bool:
+        stop = self._stop_deadline()
+        return stop is not None and time.monotonic() >= stop
 
     def abort(self, deadline: float) -> None:
         """Abort the open transaction (nothing of it becomes visible); retries retriable errors until `deadline`.
 
-        If the broker cannot be reached by then, FatalKafkaError: after a restart the same transactional.id
-        fences this producer and the broker aborts the transaction, so nothing is lost either way."""
+        When it cannot be aborted by then (the broker is away, or librdkafka answers _CONFLICT), the producer
+        is replaced: the replacement's init_transactions aborts the transaction. No commit was requested for
+        it, so it cannot have committed: the batch's first offsets stay the right restart point."""
         self.delivery_failures.clear()
         if not self.in_transaction:
             return
@@ -192,12 +235,17 @@ class TransactionalOutput(KafkaOutput):
                 self.in_transaction = False
                 return
             except ProducerHung as exc:
-                self._replace_producer(str(exc))  # its init_transactions aborts the transaction
-                self._restart(deadline)
+                self._replace_producer(str(exc), hung=True)
+                self._restart()
                 return
-            except Exception as exc:  # noqa: BLE001 - sorted by classify()
-                if classify(exc) is not ErrorClass.RETRY or time.monotonic() >= deadline:
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                err = kafka_error(exc)
+                if err is None or err.fatal():
                     raise FatalKafkaError(f"abort_transaction: {describe(exc)}") from exc
+                if not err.retriable() or time.monotonic() >= deadline:
+                    self._replace_producer(f"abort_transaction: {describe(exc)}", hung=False)
+                    self._restart()
+                    return
                 log.warning("abort_transaction: %s; retrying", describe(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
@@ -215,3 +263,13 @@ class TransactionalOutput(KafkaOutput):
     @staticmethod
     def _timeout(deadline: float) -> float:
         return max(0.5, min(OPERATION_TIMEOUT, deadline - time.monotonic()))
+
+
+def _commit_transaction(producer: Producer, timeout: float, failpoints: Failpoints) -> None:
+    producer.commit_transaction(timeout)
+    failpoints.hit("after_commit_transaction")  # a hang here is librdkafka's hang after PREPARE_COMMIT
+
+
+def _release_later(holder: list[Producer]) -> None:
+    time.sleep(DISPOSE_DELAY)
+    holder.clear()
