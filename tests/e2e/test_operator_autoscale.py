@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.e2e.test_operator_lifecycle import (
@@ -30,23 +30,11 @@ from tests.e2e.test_operator_lifecycle import (
     pipeline,
     unique,
 )
-from tests.infra.topics import create_topic, end_offsets, produce
+from tests.infra.topics import create_topic, end_offsets, produce, set_group_offsets
 from tests.infra.waiting import ok, wait_for
 from zeek_operator.autoscale import LagError, LagReader
 
 COOLDOWN = 6
-
-
-def set_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Commit offsets for a group that never consumes (retrying while the coordinator is still loading)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
-
-    def committed() -> bool:
-        result = admin.alter_consumer_group_offsets([request])[group].result(30)
-        return all(tp.error is None for tp in result.topic_partitions)
-
-    wait_for(f"offsets of {group} committed", committed, timeout=30, interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.infra.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,15 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     finally:
         consumer.close()
+
+
+def set_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for a group that never consumes (retrying while the coordinator is still loading)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
+
+    def committed() -> bool:
+        result = admin.alter_consumer_group_offsets([request])[group].result(30)
+        return all(tp.error is None for tp in result.topic_partitions)
+
+    wait_for(f"offsets of {group} committed", committed, timeout=30, interval=0.5)

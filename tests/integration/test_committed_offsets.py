@@ -7,26 +7,13 @@ import uuid
 from typing import Any, NoReturn
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.infra.topics import create_topic, produce
-from tests.infra.waiting import wait_for
+from tests.infra.topics import create_topic, produce, set_group_offsets
 from zeek_operator.autoscale import LagReader
 from zeek_pipeline.health.lag import GroupSpec, LagMonitor
 
 pytestmark = pytest.mark.integration
-
-
-def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
-
-    def done() -> bool:
-        result = admin.alter_consumer_group_offsets([request])[group].result(30)
-        return all(tp.error is None for tp in result.topic_partitions)
-
-    wait_for(f"offsets of {group} committed", done, timeout=30, interval=0.5)
 
 
 @pytest.fixture
@@ -44,7 +31,7 @@ def test_operator_and_health_read_the_same_lag_without_the_crashing_admin_call(k
     for partition in range(2):
         produce(kafka_bootstrap, topic, [b"x"] * 40, partition=partition)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    commit(kafka_bootstrap, group, topic, {0: 10, 1: 40})
+    set_group_offsets(kafka_bootstrap, group, topic, {0: 10, 1: 40})
 
     reader = LagReader({"bootstrap.servers": kafka_bootstrap})
     try:
