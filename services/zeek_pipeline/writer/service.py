@@ -134,7 +134,10 @@ class WriterService:
             while not runtime.stop_requested:
                 self._after_flushes()
                 if engine.over_cap() and not engine.failing:
-                    engine.wait_for_room(POLL_SECONDS)  # backpressure: the flusher is behind
+                    # Backpressure: the flusher is behind. Hand it the largest buffers first: if nothing is
+                    # queued (one batch filled the cap), waiting alone would wait forever.
+                    engine.flush_due(time.monotonic())
+                    engine.wait_for_room(POLL_SECONDS)
                     runtime.tick()
                     continue
                 messages = self.consumer.consume(batch_size, POLL_SECONDS)
@@ -287,8 +290,10 @@ class WriterService:
                 "partition": tp.partition, "seq": state.seq, "resume_at": state.next_offset,
                 "done_ranges": state.range_count()}})
         consumer.incremental_assign(assigned)
-        if self.paused and assigned:
-            consumer.pause(assigned)
+        if assigned:
+            # librdkafka keeps a partition's pause flag across unassign/assign: one lost while paused would
+            # come back paused forever, so every assignment states its flag.
+            (consumer.pause if self.paused else consumer.resume)(assigned)
         if not self.engine.failing:
             self._clear_degraded()
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
