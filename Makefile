@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CACHE)/uv-cache
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help venv system-deps infra kafka k8s s3 test test-unit demo bench lint typecheck clean
+.PHONY: help venv system-deps infra kafka k8s s3 tools images cluster cluster-down test test-unit test-cluster demo bench lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,22 +30,40 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 venv: $(VENV)/.synced  ## create .venv with the locked dependencies (editable install, test + dev extras)
 
-system-deps:  ## Debian packages the browser tests need (chromium, chromium-driver); root only, idempotent
+system-deps:  ## Debian packages the tests need (chromium, containerd, runc, CNI, buildah, mmdebstrap); root, idempotent
 	bash scripts/system-deps.sh
 
 kafka: venv  ## fetch the Kafka broker jars from Maven Central into the cache
 	$(PY) -m tests.infra.kafka fetch
 
-k8s:  ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm from the Go module proxy (cached)
+k8s:  ## build etcd, the control plane, kubelet, kube-proxy, kubectl, helm from the Go module proxy (cached)
 	bash scripts/k8s-binaries.sh
+
+tools:  ## build CoreDNS, the local-path provisioner, skaffold and Helm 4 from the Go module proxy (cached)
+	bash scripts/go-tools.sh coredns local-path skaffold helm4
+
+images: system-deps k8s kafka  ## build the cluster's images with buildah (Debian base, pause, Kafka, the project's)
+	bash scripts/cluster-images.sh build base
+	bash scripts/cluster-images.sh build pause
+	bash scripts/cluster-images.sh build kafka
+	bash scripts/cluster-images.sh build project
+
+cluster: venv infra  ## a real single-node Kubernetes here (stand-in for kind): kubeconfig in output/cluster/kubeconfig
+	$(PY) -m tests.infra.cluster up --workdir output/cluster
+
+cluster-down:  ## stop the cluster of `make cluster` and restore the machine
+	$(PY) -m tests.infra.cluster down
 
 s3:  ## build the S3-compatible test server (SeaweedFS) from the Go module proxy (cached)
 	bash scripts/s3-server.sh
 
-infra: kafka k8s s3 system-deps  ## everything the integration tests need
+infra: system-deps kafka k8s s3 tools  ## everything the tests need (cached under ~/.cache/zeek-pipeline)
 
-test: venv infra  ## unit + integration + e2e tests (starts its own Kafka, S3 and Kubernetes API server)
+test: venv infra  ## every test: unit, integration, e2e and the cluster tier (starts its own Kafka, S3, Kubernetes)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-cluster: venv infra  ## only the cluster tier (a real single-node Kubernetes with the project's image)
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 test-unit: venv  ## the fast tests only (no broker)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

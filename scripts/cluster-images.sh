@@ -36,7 +36,8 @@ BUILDAH=(buildah --root "$STORE/root" --runroot /run/zeek-pipeline-buildah --sto
 BASE_IMAGE=localhost/zeek-pipeline-base:bookworm
 JRE_IMAGE=localhost/zeek-pipeline-jre:bookworm
 PAUSE_IMAGE=localhost/zeek-pipeline-pause:3.10
-KAFKA_IMAGE="localhost/zeek-kafka-dev:$KAFKA_VERSION"
+# the tag follows docker/kafka-dev's files, so a change there builds a new image
+KAFKA_IMAGE="localhost/zeek-kafka-dev:$KAFKA_VERSION-$(cat "$ROOT"/docker/kafka-dev/* | sha256sum | cut -c1-8)"
 PROJECT_REPO=localhost/zeek-pipeline
 
 log() { printf '[cluster-images] %s\n' "$*" >&2; }
@@ -136,7 +137,7 @@ build_project() {
   build_base
   local mounts=() uvconf
   uvconf="$STORE/uv.toml"; mkdir -p "$STORE"
-  printf 'native-tls = true\n' > "$uvconf"
+  printf 'system-certs = true\n' > "$uvconf"
   # the host's trust store, pip and uv settings reach the RUN steps as read-only mounts of this build only
   [[ -d /etc/ssl/certs ]] && mounts+=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
   [[ -f /etc/pip.conf ]] && mounts+=(-v /etc/pip.conf:/etc/pip.conf:ro)
@@ -144,6 +145,9 @@ build_project() {
   log "building $ref from docker/Dockerfile (base $BASE_IMAGE)"
   (cd "$ROOT" && "${BUILDAH[@]}" bud --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
      --build-arg "PYTHON_IMAGE=$BASE_IMAGE" -f docker/Dockerfile -t "$ref" . >&2)
+  # earlier builds of the project's image go (their cached build layers stay for the next build)
+  "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' | grep "^$PROJECT_REPO:" | grep -vx "$ref" \
+    | xargs -r "${BUILDAH[@]}" rmi >/dev/null 2>&1 || true
   echo "$ref"
 }
 

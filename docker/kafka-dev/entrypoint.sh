@@ -33,7 +33,7 @@ PROPS
 java_opts="-Xms${KAFKA_HEAP:-512m} -Xmx${KAFKA_HEAP:-512m} -XX:+UseG1GC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
 if [ ! -f "$data/meta.properties" ]; then
   # shellcheck disable=SC2086
-  java $java_opts -cp '/opt/kafka/libs/*' kafka.tools.StorageTool format --standalone --ignore-formatted \
+  java $java_opts -cp "/opt/kafka/libs/*" kafka.tools.StorageTool format --ignore-formatted \
     -t "${KAFKA_CLUSTER_ID:-MkU3OEVBNTcwNTJENDM2Qk}" -c /var/lib/kafka/server.properties
 fi
 # shellcheck disable=SC2086

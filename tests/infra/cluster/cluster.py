@@ -38,6 +38,7 @@ KAFKA_VERSION = "4.1.1"
 IN_CLUSTER_BOOTSTRAP = "redpanda.redpanda.svc.cluster.local:9092"
 HOST_BOOTSTRAP = "127.0.0.1:19092"
 KUBE_CONTEXT = "zeek-local"
+CONTAINERD_ROOT = CACHE_ROOT / "containerd"
 
 
 class ClusterError(RuntimeError):
@@ -125,7 +126,7 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.state = host.HostState.record(
-                STATE, [self.workdir, RUN_DIR], str(RUN_DIR / "containerd" / "containerd.sock"))
+                STATE, [self.workdir, RUN_DIR, CONTAINERD_ROOT], str(RUN_DIR / "containerd" / "containerd.sock"))
             self.state.setup_network()
             self._timed("control plane", self._start_control_plane)
             self._timed("node", self._start_node)
@@ -201,14 +202,22 @@ class Cluster:
             client_cert=pki.admin_cert,
             client_key=pki.admin_key,
             state_dir=RUN_DIR / "containerd",
+            root_dir=CONTAINERD_ROOT,
             on_spawn=self.state.started,
         )
         self.node.start()
 
     def _import_images(self) -> None:
+        """Import what containerd does not have yet; older builds of the project's image are removed."""
         assert self.node is not None
+        present = set(self.node.ctr("images", "ls", "-q").stdout.split())
         for image in self.images.values():
-            self.import_image(image)
+            if image not in present:
+                self.import_image(image)
+        repository = self.images["project"].rsplit(":", 1)[0]
+        stale = [i for i in present if i.startswith(f"{repository}:") and i not in self.images.values()]
+        if stale:
+            self.node.ctr("images", "rm", *stale)
 
     def import_image(self, image: str) -> None:
         assert self.node is not None

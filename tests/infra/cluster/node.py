@@ -159,6 +159,9 @@ class Node:
     client_cert: Path
     client_key: Path
     state_dir: Path = Path("/run/zeek-containerd")
+    # containerd's root (image content, snapshots, metadata): kept in the cache so that imported images
+    # survive the cluster; containers of an earlier cluster found there are dead and kubelet removes them
+    root_dir: Path | None = None
     on_spawn: Callable[[str, int], None] | None = None
     _procs: list[_Proc] = field(default_factory=list)
 
@@ -214,7 +217,8 @@ class Node:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "containerd.toml"
         config.write_text(
-            containerd_config(self.workdir / "containerd", self.state_dir, self.containerd_socket, cni_conf))
+            containerd_config(self.root_dir or self.workdir / "containerd", self.state_dir, self.containerd_socket,
+                              cni_conf))
         proc = self._start("containerd", ["containerd", f"--config={config}", "--log-level=info"])
         deadline = time.monotonic() + 60
         while not self._socket_answers():

@@ -1,0 +1,79 @@
+"""Fixtures for the cluster tier: one real single-node Kubernetes cluster per test session (tests/infra/cluster).
+
+The pods run the project's image built from docker/Dockerfile, the broker is the development Kafka at
+redpanda.redpanda.svc.cluster.local:9092 (127.0.0.1:19092 from here), and everything is asserted from
+outside, as a user would check it: kubectl, helm, the published records, the Parquet files on the claim.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.infra.cluster.cluster import HOST_BOOTSTRAP, Cluster
+
+CLUSTER_DIR = Path(__file__).resolve().parent
+ROOT = CLUSTER_DIR.parents[1]
+CHART = ROOT / "charts" / "zeek-pipeline"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster for the whole session: built (cached), started, and stopped with the host restored."""
+    instance = Cluster(workdir=tmp_path_factory.mktemp("cluster"))
+    try:
+        instance.start()
+        sys.stderr.write(f"\ncluster ready in {instance.started_in:.1f}s {instance.timings}\n")
+        instance.write_summary()
+        yield instance
+    finally:
+        problems = instance.stop()
+        assert not problems, f"the cluster left the host changed: {problems}"
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster) -> Run:
+    return cluster.kubectl
+
+
+@pytest.fixture(scope="session")
+def helm(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """`helm(*args)` against the cluster, with its own Helm config, cache and data directories."""
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(cluster.bin_dir / "helm"), *args], capture_output=True, text=True, env=env,
+                              timeout=timeout, check=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def project_image(cluster: Cluster) -> tuple[str, str]:
+    """(repository, tag) of the image built from docker/Dockerfile and imported into the node."""
+    repository, tag = cluster.images["project"].rsplit(":", 1)
+    return repository, tag
+
+
+@pytest.fixture(scope="session")
+def host_bootstrap(cluster: Cluster) -> str:
+    return HOST_BOOTSTRAP

@@ -1,0 +1,50 @@
+"""`skaffold run` of the dev setup onto the real cluster, with skaffold built from its Go module: the `local`
+profile (on by itself on the kube context zeek-local) builds docker/Dockerfile with buildah, imports the image
+into the node's containerd, and installs the chart with deploy/dev/values-dev.yaml; the dev pipeline runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.cluster.support import ROOT, wait_deployments
+from tests.infra.cluster.cluster import Cluster
+from tests.infra.waiting import ok
+
+SKAFFOLD_SCRIPT = ROOT / "scripts" / "go-tools.sh"
+
+
+def skaffold_binary() -> Path:
+    """skaffold from the cache, built from the Go module proxy on first use."""
+    result = ok(subprocess.run(["bash", str(SKAFFOLD_SCRIPT), "skaffold"], capture_output=True, text=True,
+                               timeout=3600, check=False))
+    return Path(result.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+
+
+def test_skaffold_run_builds_imports_and_deploys_the_dev_setup(
+    cluster: Cluster, kubectl, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    skaffold = skaffold_binary()
+    home = tmp_path / "home"
+    (home / ".skaffold").mkdir(parents=True)
+    (home / ".skaffold" / "config").write_text(
+        "global:\n  survey:\n    disable-prompt: true\n  collect-metrics: false\n  update-check: false\n")
+    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(cluster.kubeconfig),
+           "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}", "SKAFFOLD_UPDATE_CHECK": "false",
+           **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
+    ok(kubectl("create", "namespace", "skaffold-dev"))
+    run = subprocess.run([str(skaffold), "run", "--digest-source=tag", "--status-check=true", "--port-forward=off",
+                          "--interactive=false", "--namespace=skaffold-dev"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    ok(run)
+    assert "local" in run.stdout + run.stderr or "skaffold-build" in run.stdout + run.stderr
+    wait_deployments(kubectl, "skaffold-dev", "zeek-dev")
+    operator = json.loads(ok(kubectl("-n", "skaffold-dev", "get", "deployment", "-l",
+                                     "app.kubernetes.io/instance=zeek", "-o", "json")).stdout)["items"][0]
+    image = operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.split(":")[0].endswith("zeek-pipeline") and ":" in image, image
+    delete = subprocess.run([str(skaffold), "delete", "--namespace=skaffold-dev"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    ok(delete)
