@@ -27,9 +27,11 @@ def flush_reasons(status: dict[str, Any]) -> dict[str, int]:
 
 
 def flushes(lake: Lake) -> list[dict[str, Any]]:
-    """The commit records of partition 0, oldest first: one per flush (few enough that none was pruned)."""
+    """The commit records of partition 0 that commit a flush, oldest first (few enough that none was pruned);
+    takeover records (written when the writer takes the partition over, `flushed` null) are left out."""
     directory = Path(lake.base) / "_zeek_commits" / lake.topic / "p0"
-    return [orjson.loads(path.read_bytes()) for path in sorted(directory.glob("*.json"))]
+    records = [orjson.loads(path.read_bytes()) for path in sorted(directory.glob("*.json"))]
+    return [record for record in records if record["flushed"] is not None]
 
 
 def rows(flush: dict[str, Any]) -> int:
