@@ -187,7 +187,7 @@ def durable(lake: Path, topic: str, last_offsets: dict[int, int]) -> bool:
     """Every partition's commit log resumes after its last record: everything is in published files."""
     for partition, last in last_offsets.items():
         records = sorted((lake / "_zeek_commits" / topic / f"p{partition}").glob("*.json"))
-        if not records or json.loads(records[-1].read_bytes())["next_offset"] <= last:
+        if not records or (json.loads(records[-1].read_bytes())["next_offset"] or 0) <= last:  # null: a takeover
             return False
     return True
 
