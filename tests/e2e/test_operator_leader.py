@@ -82,10 +82,10 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
         second.wait_log("acquired the lease", timeout=LEASE_SECONDS * 4)
         takeover = time.monotonic() - killed_at
         assert holder(kubectl, namespace) == second.identity
-        spec_two = {**spec, "writer": {"replicas": 2}}
+        spec_two = {**spec, "normalizer": {"replicas": 2}}
         apply(kubectl, pipeline("one", spec_two), namespace=namespace)
         wait_for("the new leader to apply the change", lambda: (
-            (d := get(kubectl, "deployment", "one-parquet-writer", namespace)) and d["spec"]["replicas"] == 2))
+            (d := get(kubectl, "deployment", "one-normalizer-enricher", namespace)) and d["spec"]["replicas"] == 2))
         second.wait_log(f"[{namespace}/one] reconciled")  # logged when the handler ends, after the apply
 
         # A clean shutdown releases the Lease, so the next standby takes over without waiting for expiry.

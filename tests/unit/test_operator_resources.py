@@ -144,10 +144,10 @@ def test_deployment_runs_the_subcommand_non_root_read_only_with_probes() -> None
 def test_flush_change_changes_the_config_hash_but_replicas_do_not() -> None:
     _, _, base, _ = build()
     _, _, flushed, _ = build(with_("writer.flush", {"intervalSeconds": 30}))
-    _, _, scaled, children = build(with_("writer.replicas", 3))
+    _, _, scaled, children = build(with_("normalizer.replicas", 3))
     assert flushed != base
     assert scaled == base
-    assert by_kind(children, "Deployment")["lab-parquet-writer"]["spec"]["replicas"] == 3
+    assert by_kind(children, "Deployment")["lab-normalizer-enricher"]["spec"]["replicas"] == 3
 
 
 def test_image_tag_and_pull_policy_follow_the_spec() -> None:

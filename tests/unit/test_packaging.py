@@ -236,7 +236,10 @@ def test_operator_deployment_runs_the_documented_command() -> None:
     template = (CHART / "templates" / "operator-deployment.yaml").read_text()
     assert 'command: ["zeek-pipeline"]' in template
     assert re.search(r"args:\n\s+- operator\n", template)
-    assert "type: Recreate" in template and "replicas: 1" in template
+    # one replica by default, rolled with Recreate; more only with leader election (rendered by test_chart.py)
+    assert "type: Recreate" in template and "replicas: {{ $replicas }}" in template
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["operator"]["replicas"] == 1
+    assert "- --leader-election" in template
     assert "livenessProbe" in template
     assert "readinessProbe" not in template and "startupProbe" not in template  # kopf: liveness only
     assert "--liveness=http://0.0.0.0:{{ .Values.operator.probePort }}/healthz" in template
