@@ -35,18 +35,20 @@ def test_an_outage_is_one_state_change_and_a_few_warnings(caplog: pytest.LogCapt
     with caplog.at_level(logging.INFO):
         for n in range(750):  # 30 s of librdkafka retrying, 25 reports a second
             clock.now = n / 25
-            errors(refused(n % 7))
+            errors(refused(n % 7) if n % 50 else KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))  # noqa: SLF001
             changes.append((runtime.state, runtime.reason))
     assert set(changes) == {("degraded", "broker unreachable")}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1  # the first; the next one would come 30 s later with the count left out
+    assert len(warnings) == 2  # the first of each kind; the next ones come 30 s later with the count left out
     assert len([r for r in caplog.records if r.getMessage() == "state degraded"]) == 1
     clock.now = 31.0
     with caplog.at_level(logging.INFO):
         errors(refused(3))
-    assert "749 more like it" in caplog.records[-1].getMessage()
+    assert "734 more like it" in caplog.records[-1].getMessage()  # 750 - 15 "all brokers down" - the first
     runtime.broker_ok()  # a record arrived: the outage is over
     assert (runtime.state, runtime.broker_reachable) == ("ok", True)
+    errors(refused(1))  # a stray refusal once the broker is back: no flap
+    assert runtime.state == "ok"
 
 
 def test_librdkafkas_own_lines_are_rate_limited_by_kind() -> None:

@@ -24,7 +24,9 @@ log = logging.getLogger("zeek_pipeline.parquet-writer")
 REPEAT_LOG_SECONDS = 30.0
 BROKER_DOWN_REASON = "broker unreachable"
 LIBRDKAFKA_LOGGER = "zeek_pipeline.librdkafka"
-_UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)  # noqa: SLF001
+# Only "all brokers down" makes the writer unreachable: one connection failing (a broker of several, or a stray
+# refusal right after the broker came back) is retried by librdkafka and would only make the state flap.
+_UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN,)  # noqa: SLF001
 _NUMBERS = re.compile(r"\d+")
 
 
