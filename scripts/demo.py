@@ -122,15 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         health_port = free_port(8080)
         env = {
             **os.environ,
-            "ZEEK_PIPELINE_KAFKA_BROKERS": broker.bootstrap,
-            "ZEEK_PIPELINE_OUTPUT_PARQUET_BASE_PATH": str(OUTPUT / "parquet"),
-            "ZEEK_PIPELINE_LOG_PATH": str(OUTPUT / "log"),
-            "ZEEK_PIPELINE_WRITE_FLUSH_INTERVAL_SECONDS": "5",
-            "ZEEK_PIPELINE_STATUS_INTERVAL_SECONDS": "5",
-            "ZEEK_PIPELINE_HEALTH_PORT": str(health_port),
-            "ZEEK_PIPELINE_HEALTH_HOST": "127.0.0.1",
-            "ZEEK_PIPELINE_NORMALIZER_HTTP_PORT": str(free_port(8081)),
-            "ZEEK_PIPELINE_WRITER_HTTP_PORT": str(free_port(8082)),
+            "ZEEK_PIPELINE_KAFKA__BROKERS": broker.bootstrap,
+            "ZEEK_PIPELINE_OUTPUT__PARQUET__BASE_PATH": str(OUTPUT / "parquet"),
+            "ZEEK_PIPELINE_LOG__PATH": str(OUTPUT / "log"),
+            "ZEEK_PIPELINE_WRITE__FLUSH_INTERVAL_SECONDS": "5",
+            "ZEEK_PIPELINE_STATUS__INTERVAL_SECONDS": "5",
+            "ZEEK_PIPELINE_HEALTH__PORT": str(health_port),
+            "ZEEK_PIPELINE_HEALTH__HOST": "127.0.0.1",
+            "ZEEK_PIPELINE_NORMALIZER__HTTP_PORT": str(free_port(8081)),
+            "ZEEK_PIPELINE_WRITER__HTTP_PORT": str(free_port(8082)),
             "ZEEK_PIPELINE_INSTANCE_ID": "demo",
         }
         for name, module in SERVICES.items():

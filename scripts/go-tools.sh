@@ -60,6 +60,11 @@ build() {
     [[ -f "$HERE/go-tools/$tool/go.sum" ]] && cp "$HERE/go-tools/$tool/go.sum" "$work/"
   else
     printf 'module zeek-pipeline/go-tools/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$tool" "$module" "$version" > "$work/go.mod"
+    # A dependency's own replace directives are ignored; repeat the tool's (those to other versions, not to
+    # local paths), or its pinned forks and versions are lost (skaffold pins github.com/imdario/mergo).
+    local modfile
+    modfile="$(cd "$work" && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
+    grep -E '^replace [^ ]+ => [^ .][^ ]* v' "$modfile" >> "$work/go.mod" || true
   fi
   start=$(date +%s)
   log "building $tool ($module $version)"

@@ -8,8 +8,10 @@ outside, as a user would check it: kubectl, helm, the published records, the Par
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,9 +32,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster for the whole session: built (cached), started, and stopped with the host restored."""
-    instance = Cluster(workdir=tmp_path_factory.mktemp("cluster"))
+def cluster() -> Iterator[Cluster]:
+    """The cluster for the whole session: built (cached), started, and stopped with the host restored.
+
+    Its work directory is not below pytest's temporary directory: another pytest session on the machine may
+    rotate that away (rename it to garbage-*) while kubelet still has volumes mounted in it.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="zeek-pipeline-cluster-", dir="/var/tmp"))
+    instance = Cluster(workdir=workdir)
     try:
         instance.start()
         sys.stderr.write(f"\ncluster ready in {instance.started_in:.1f}s {instance.timings}\n")
@@ -40,6 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield instance
     finally:
         problems = instance.stop()
+        if not problems:
+            shutil.rmtree(workdir, ignore_errors=True)
         assert not problems, f"the cluster left the host changed: {problems}"
 
 

@@ -34,6 +34,29 @@ def install_chart(helm: Run, release: str, namespace: str, image: tuple[str, str
             "--set", "image.pullPolicy=Never", *extra, "--wait", "--timeout", "5m", timeout=400))
 
 
+@contextlib.contextmanager
+def release(helm: Run, kubectl: Run, name: str, namespace: str, image: tuple[str, str], *extra: str) -> Iterator[None]:
+    """The chart installed for the block; afterwards, pass or fail, its pipelines are deleted while the operator
+    still runs (it removes their finalizers), the release is uninstalled and the namespace deleted, so the
+    node's CPU is free for the next test."""
+    install_chart(helm, name, namespace, image, *extra)
+    try:
+        yield
+    finally:
+        kubectl("-n", namespace, "delete", "zp", "--all", "--timeout=120s", timeout=180)
+        helm("uninstall", name, "-n", namespace, "--wait", "--timeout", "3m", timeout=300)
+        kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+# Test pipelines other than the README's ask for little CPU: the node has two cores for all of them.
+SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1536Mi"}}
+
+
+def small(**changes: Any) -> dict[str, Any]:
+    """spec changes with small CPU requests for the three services (kept unless `changes` say otherwise)."""
+    return {"normalizer__resources": SMALL, "writer__resources": SMALL, **changes}
+
+
 def pipeline_manifest(image: tuple[str, str], name: str | None = None, **spec_changes: Any) -> dict[str, Any]:
     """zeekpipeline.yaml as shipped, with only the image set the documented way (spec.image) and what a test
     changes on purpose."""
@@ -122,9 +145,9 @@ def claim_directory(kubectl: Run, namespace: str, claim: str) -> Path:
     return Path((spec.get("hostPath") or spec.get("local"))["path"])
 
 
-def parquet_rows(directory: Path) -> tuple[int, int, dict[str, str]]:
-    """(rows, distinct (partition, offset) pairs, column -> DuckDB type of a conn file) of every Parquet file
-    below `directory`, read with DuckDB (an independent reader)."""
+def parquet_rows(directory: Path, typed: str = "dns") -> tuple[int, int, dict[str, str]]:
+    """(rows, distinct (partition, offset) pairs, column -> DuckDB type of a file of log type `typed`) of every
+    Parquet file below `directory`, read with DuckDB (an independent reader)."""
     import duckdb
 
     files = [p for p in directory.rglob("*.parquet") if not p.name.startswith(".")]
@@ -136,10 +159,10 @@ def parquet_rows(directory: Path) -> tuple[int, int, dict[str, str]]:
         "select count(*), count(distinct (_kafka_partition, _kafka_offset)) "
         f"from read_parquet('{glob}', union_by_name=true)").fetchone()  # type: ignore[misc]
     types: dict[str, str] = {}
-    conn_files = [p for p in files if "/conn/" in str(p)]
-    if conn_files:
+    typed_files = [p for p in files if p.relative_to(directory).parts[0] == typed]
+    if typed_files:
         types = dict(con.execute(f"select column_name, column_type from (describe select * from "
-                                 f"read_parquet('{conn_files[0]}'))").fetchall())
+                                 f"read_parquet('{typed_files[0]}'))").fetchall())
     return int(rows), int(distinct), types
 
 

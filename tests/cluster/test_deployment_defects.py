@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 
 from tests.cluster.support import (
+    SMALL,
     apply,
-    install_chart,
     isolated,
     pipeline_manifest,
     pod_names,
+    release,
     rollout,
+    small,
     wait_deployments,
 )
 from tests.infra.cluster.cluster import Cluster
@@ -35,11 +37,16 @@ def test_a_pipeline_named_zeek_pipeline_starts_despite_service_links(
 ) -> None:
     namespace = "zeek-links"
     topics = isolated("links")
-    values = json.dumps({"enabled": True, "kafka": {"bootstrapServers": ["redpanda.redpanda.svc.cluster.local:9092"],
+    values = json.dumps({"enabled": True, "normalizer": {"resources": SMALL}, "writer": {"resources": SMALL},
+                         "kafka": {"bootstrapServers": ["redpanda.redpanda.svc.cluster.local:9092"],
                                                     "topics": topics["kafka__topics"],
                                                     "consumerGroups": topics["kafka__consumerGroups"],
                                                     "createTopics": {"enabled": True, "partitions": 2}}})
-    install_chart(helm, "zeek-pipeline", namespace, project_image, "--set-json", f"pipeline={values}")
+    with release(helm, kubectl, "zeek-pipeline", namespace, project_image, "--set-json", f"pipeline={values}"):
+        started_without_service_links(kubectl, namespace)
+
+
+def started_without_service_links(kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     wait_deployments(kubectl, namespace, "zeek-pipeline")
     # a pod started after the Service zeek-pipeline-health exists: the variables a service link would add are
     # not there (enableServiceLinks: false), and the services started anyway (checked by the rollouts above)
@@ -48,15 +55,18 @@ def test_a_pipeline_named_zeek_pipeline_starts_despite_service_links(
     pod = pod_names(kubectl, namespace, "zeek-pipeline-normalizer-enricher")[0]
     env = ok(kubectl("-n", namespace, "exec", pod, "--", "env")).stdout
     assert "ZEEK_PIPELINE_HEALTH_PORT" not in env and "ZEEK_PIPELINE_HEALTH_SERVICE_HOST" not in env
-    ok(helm("uninstall", "zeek-pipeline", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))
 
 
 def test_rolling_update_with_replicas_equal_to_partitions_completes(
     cluster: Cluster, helm, kubectl, project_image  # type: ignore[no-untyped-def]
 ) -> None:
     namespace = "zeek-roll"
-    install_chart(helm, "zr", namespace, project_image)
-    changes = isolated("roll")
+    with release(helm, kubectl, "zr", namespace, project_image):
+        roll(cluster, kubectl, project_image, namespace)
+
+
+def roll(cluster: Cluster, kubectl, project_image, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    changes = small(**isolated("roll"))
     changes.update({"kafka__createTopics": {"enabled": True, "partitions": 2, "replicationFactor": 1},
                     "normalizer__replicas": 2, "normalizer__autoscaling": {"enabled": False}})
     apply(kubectl, namespace, pipeline_manifest(project_image, name="roll", **changes))
@@ -78,15 +88,18 @@ def test_rolling_update_with_replicas_equal_to_partitions_completes(
         wait_for(f"roll-{service} on the new image", lambda s=service: deployment(kubectl, namespace, f"roll-{s}")[
             "spec"]["template"]["spec"]["containers"][0]["image"].endswith("-b"), timeout=120, interval=2)
         rollout(kubectl, namespace, f"roll-{service}", timeout=300)
-    ok(helm("uninstall", "zr", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))
 
 
 def test_removed_fields_leave_the_children_and_rwo_writer_replicas_are_refused(
     cluster: Cluster, helm, kubectl, project_image  # type: ignore[no-untyped-def]
 ) -> None:
     namespace = "zeek-fields"
-    install_chart(helm, "zd", namespace, project_image)
-    changes = isolated("fields")
+    with release(helm, kubectl, "zd", namespace, project_image):
+        remove_fields(kubectl, project_image, namespace)
+
+
+def remove_fields(kubectl, project_image, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    changes = small(**isolated("fields"))
     changes["writer__storage"] = {"type": "pvc", "pvc": {"size": "1Gi", "accessModes": ["ReadWriteMany"],
                                                         "keepOnDelete": False}}
     manifest = pipeline_manifest(project_image, name="fields", **changes)
@@ -119,14 +132,17 @@ def test_removed_fields_leave_the_children_and_rwo_writer_replicas_are_refused(
 
     refused = kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     assert refused.returncode != 0 and "ReadWriteMany" in refused.stderr, refused.stderr
-    ok(helm("uninstall", "zd", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))
 
 
 def test_two_operator_replicas_from_the_chart_one_leader(
     cluster: Cluster, helm, kubectl, project_image  # type: ignore[no-untyped-def]
 ) -> None:
     namespace = "zeek-ha"
-    install_chart(helm, "zh", namespace, project_image, "--set", "operator.replicas=2")
+    with release(helm, kubectl, "zh", namespace, project_image, "--set", "operator.replicas=2"):
+        one_leader(kubectl, namespace)
+
+
+def one_leader(kubectl, namespace: str) -> None:  # type: ignore[no-untyped-def]
     operator = "zh-zeek-pipeline-operator"
     rollout(kubectl, namespace, operator)
     pods = pod_names(kubectl, namespace, operator)
@@ -138,4 +154,3 @@ def test_two_operator_replicas_from_the_chart_one_leader(
     logs = {pod: kubectl("-n", namespace, "logs", pod).stdout for pod in pods}
     leaders = [pod for pod, text in logs.items() if "acquired the lease" in text]
     assert len(leaders) == 1, {pod: text[-2000:] for pod, text in logs.items()}
-    ok(helm("uninstall", "zh", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))

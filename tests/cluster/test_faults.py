@@ -20,11 +20,12 @@ from tests.cluster.support import (
     apply,
     claim_directory,
     container_pid,
-    install_chart,
     isolated,
     parquet_rows,
     pipeline_manifest,
     pod_names,
+    release,
+    small,
     wait_deployments,
 )
 from tests.infra.cluster.cluster import Cluster
@@ -75,8 +76,16 @@ class CommittedWatcher:
 def test_pod_deletion_kill_9_and_containerd_restart_lose_and_duplicate_nothing(
     cluster: Cluster, helm, kubectl, project_image, host_bootstrap: str  # type: ignore[no-untyped-def]
 ) -> None:
-    install_chart(helm, "zf", NAMESPACE, project_image)
-    changes = isolated("faults")
+    with release(helm, kubectl, "zf", NAMESPACE, project_image):
+        stalls = run_faults(cluster, kubectl, project_image, host_bootstrap)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**previous, **stalls}, indent=1))
+    print(f"measured: {stalls}")
+
+
+def run_faults(cluster: Cluster, kubectl, project_image, host_bootstrap: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    changes = small(**isolated("faults"))
     changes.update({"writer__flush__intervalSeconds": 10, "normalizer__autoscaling": {"enabled": False}})
     apply(kubectl, NAMESPACE, pipeline_manifest(project_image, name="faults", **changes))
     wait_deployments(kubectl, NAMESPACE, "faults")
@@ -117,8 +126,4 @@ def test_pod_deletion_kill_9_and_containerd_restart_lose_and_duplicate_nothing(
     # the pods came back by themselves after every fault
     for service in ("normalizer-enricher", "parquet-writer", "health"):
         assert pod_names(kubectl, NAMESPACE, f"faults-{service}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps({**previous, **stalls}, indent=1))
-    print(f"measured: {stalls}")
-    ok(helm("uninstall", "zf", "-n", NAMESPACE, "--wait", "--timeout", "3m", timeout=300))
+    return stalls

@@ -9,11 +9,12 @@ import json
 from confluent_kafka.admin import AdminClient
 from tests.cluster.support import (
     apply,
-    install_chart,
     isolated,
     pipeline_manifest,
     pod_names,
     publish,
+    release,
+    small,
     wait_deployments,
 )
 from tests.infra.cluster.cluster import Cluster
@@ -37,9 +38,13 @@ def group_members(bootstrap: str, group: str) -> int:
 def test_lag_scales_the_normalizer_up_and_back_down(
     cluster: Cluster, helm, kubectl, project_image, host_bootstrap: str  # type: ignore[no-untyped-def]
 ) -> None:
-    install_chart(helm, "zs", NAMESPACE, project_image, "--set-json",
-                  'operator.extraEnv=[{"name":"ZEEK_OPERATOR_TICK_SECONDS","value":"5"}]')
-    changes = isolated("scale")
+    with release(helm, kubectl, "zs", NAMESPACE, project_image, "--set-json",
+                 'operator.extraEnv=[{"name":"ZEEK_OPERATOR_TICK_SECONDS","value":"5"}]'):
+        scale_up_and_down(kubectl, project_image, host_bootstrap)
+
+
+def scale_up_and_down(kubectl, project_image, host_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    changes = small(**isolated("scale"))
     changes.update({
         "normalizer__replicas": 1,
         # a throttled normalizer (0.1 CPU) cannot keep up with the backlog: its lag grows
@@ -66,6 +71,5 @@ def test_lag_scales_the_normalizer_up_and_back_down(
              timeout=600, interval=5)
     assert "ScaledDown" in ok(kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
                                       "involvedObject.name=scale", "-o", "json")).stdout
-    ok(helm("uninstall", "zs", "-n", NAMESPACE, "--wait", "--timeout", "3m", timeout=300))
 
 

@@ -11,22 +11,14 @@ from pathlib import Path
 
 from tests.cluster.support import ROOT, wait_deployments
 from tests.infra.cluster.cluster import Cluster
+from tests.infra.go_tools import go_tool
 from tests.infra.waiting import ok
-
-SKAFFOLD_SCRIPT = ROOT / "scripts" / "go-tools.sh"
-
-
-def skaffold_binary() -> Path:
-    """skaffold from the cache, built from the Go module proxy on first use."""
-    result = ok(subprocess.run(["bash", str(SKAFFOLD_SCRIPT), "skaffold"], capture_output=True, text=True,
-                               timeout=3600, check=False))
-    return Path(result.stdout.strip().splitlines()[-1].split(" ", 1)[1])
 
 
 def test_skaffold_run_builds_imports_and_deploys_the_dev_setup(
     cluster: Cluster, kubectl, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    skaffold = skaffold_binary()
+    skaffold = go_tool("skaffold", override="SKAFFOLD")
     home = tmp_path / "home"
     (home / ".skaffold").mkdir(parents=True)
     (home / ".skaffold" / "config").write_text(

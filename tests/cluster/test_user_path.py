@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
 
 import pytest
 from tests.cluster.support import (
+    ROOT,
     apply,
     claim_directory,
     count_topic,
@@ -37,13 +39,22 @@ def installed(cluster: Cluster, helm, kubectl, project_image):  # type: ignore[n
     ok(helm("uninstall", "zp", "-n", NAMESPACE, "--wait", "--timeout", "3m", timeout=300))
 
 
-def test_operator_pod_runs_from_the_built_image(installed: None, kubectl, project_image) -> None:  # type: ignore[no-untyped-def]
+def test_operator_pod_runs_from_the_built_image_with_the_current_sources(
+    installed: None, kubectl, project_image  # type: ignore[no-untyped-def]
+) -> None:
     pods = json.loads(ok(kubectl("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/instance=zp",
                                  "-o", "json")).stdout)["items"]
     assert pods, "no operator pod"
     for pod in pods:
         assert pod["spec"]["containers"][0]["image"] == ":".join(project_image)
         assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["status"]
+    # the installed package is this checkout's, not a wheel a build cache kept from an earlier build
+    for module, source in (("zeek_operator.kube", ROOT / "operator" / "zeek_operator" / "kube.py"),
+                           ("zeek_pipeline.settings", ROOT / "services" / "zeek_pipeline" / "settings.py")):
+        digest = ok(kubectl("-n", NAMESPACE, "exec", pods[0]["metadata"]["name"], "--", "python", "-c",
+                            f"import hashlib, {module} as m; print(hashlib.sha256(open(m.__file__, 'rb').read())"
+                            ".hexdigest())")).stdout.strip()
+        assert digest == hashlib.sha256(source.read_bytes()).hexdigest(), f"{module} in the image is stale"
 
 
 def test_zeekpipeline_yaml_runs_every_real_record_to_parquet_once(
@@ -63,13 +74,13 @@ def test_zeekpipeline_yaml_runs_every_real_record_to_parquet_once(
     # the writer flushes every 60 s (zeekpipeline.yaml): wait for the last rows
     rows = wait_for("every record in Parquet", lambda: (r := parquet_rows(claim))[0] >= expected and r,
                     timeout=300, interval=5)
-    total, distinct, conn_types = rows
+    total, distinct, dns_types = rows
     assert total == expected, f"{total} rows for {expected} published records"
     assert distinct == total, f"{total - distinct} duplicates by (partition, offset)"
-    # typed as schema.json says (Zeek time → TIMESTAMP, port and count → integers)
-    assert conn_types["ts"].startswith("TIMESTAMP"), conn_types
-    assert conn_types["id.orig_p"] in ("USMALLINT", "UINTEGER", "INTEGER", "BIGINT"), conn_types
-    assert conn_types["orig_bytes"] in ("UBIGINT", "BIGINT"), conn_types
+    # typed as schema.json and normalization.json say (time → TIMESTAMP, port → USMALLINT, count → UBIGINT)
+    assert dns_types["event_time"].startswith("TIMESTAMP"), dns_types
+    assert dns_types["src_port"] == "USMALLINT" and dns_types["dst_port"] == "USMALLINT", dns_types
+    assert dns_types["_kafka_offset"] in ("BIGINT", "UBIGINT"), dns_types
 
     dead, headers = wait_for("the rejects in zeek-dlq",
                              lambda: (c := count_topic(host_bootstrap, "zeek-dlq"))[0] >= len(MALFORMED) and c,

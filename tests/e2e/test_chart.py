@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.infra.go_tools import go_tool
 from tests.infra.kube import K8S_VERSION
 from tests.infra.waiting import ok, wait_for
 
@@ -608,21 +609,15 @@ def test_chart_rbac_grants_what_operator_rbac_grants(helm: Run) -> None:
     assert any(r.get("resourceNames") == ["zeek-operator"] for r in lease[0]["rules"])
 
 
-SKAFFOLD_BIN = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline")) / \
-    "skaffold-v2.16.1" / "bin" / "skaffold"
-
-
 def test_skaffold_renders_a_dev_setup_the_api_server_accepts(
     kube: Any, kubectl: Run, crd: str, namespace: str, tmp_path: Path
 ) -> None:
     """skaffold's own parser, profiles and helm rendering (no image build), then a server-side dry-run.
 
     skaffold is not on the registries as a binary; it builds from its Go module (github.com/GoogleContainerTools/
-    skaffold/v2, ~12 min on 2 cores) into the cache path above, which CI does not do: there the test skips.
+    skaffold/v2, ~12 min on 2 cores, once) into the cache ($SKAFFOLD names another binary).
     """
-    skaffold = os.environ.get("SKAFFOLD") or (str(SKAFFOLD_BIN) if SKAFFOLD_BIN.exists() else None)
-    if skaffold is None:
-        pytest.skip(f"no skaffold binary ({SKAFFOLD_BIN}, or $SKAFFOLD)")
+    skaffold = str(go_tool("skaffold", override="SKAFFOLD"))
     home = tmp_path / "home"
     (home / ".skaffold").mkdir(parents=True)
     (home / ".skaffold" / "config").write_text(
@@ -668,16 +663,10 @@ def test_helm_package_carries_the_crd_and_schema_but_not_ci_values(helm: Run, tm
     assert not [n for n in names if "/ci/" in n]
 
 
-HELM4_BIN = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline")) / \
-    "helm-v4.3.1" / "bin" / "helm"
-
-
 @pytest.mark.parametrize("values", VALUES_SETS, ids=values_id)
 def test_helm4_lints_and_renders_what_helm3_renders(helm: Run, tmp_path: Path, values: Path | None) -> None:
-    """Helm 4 (helm.sh/helm/v4, built from the Go module proxy into the cache path; skipped where absent)."""
-    helm4 = os.environ.get("HELM4") or (str(HELM4_BIN) if HELM4_BIN.exists() else None)
-    if helm4 is None:
-        pytest.skip(f"no Helm 4 binary ({HELM4_BIN}, or $HELM4)")
+    """Helm 4 (helm.sh/helm/v4, built once from the Go module proxy into the cache; $HELM4 names another)."""
+    helm4 = str(go_tool("helm4", override="HELM4"))
     env = {**os.environ, **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
     extra = ["--values", str(values)] if values else []
     lint = subprocess.run([helm4, "lint", "--strict", str(CHART), *extra], env=env, capture_output=True, text=True,
