@@ -77,11 +77,6 @@ class FakeOutput:
 class FakeConsumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
-        self.committed_offsets: dict[int, int] = {}
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
-                for tp in partitions]
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -93,6 +88,16 @@ class FakeConsumer:
         return object()
 
 
+class FakeGroupOffsets:
+    """The group's committed offsets as the broker has them."""
+
+    def __init__(self) -> None:
+        self.committed: dict[int, int] = {}
+
+    def offsets_until_answered(self, partitions: list[tuple[str, int]], should_stop: Any) -> dict[tuple[str, int], int]:
+        return {tp: self.committed.get(tp[1], -1001) for tp in partitions}
+
+
 @pytest.fixture
 def service() -> NormalizerService:
     settings = Settings.model_validate({"kafka": {"topic": "raw"}, "output": {"kafka": {"topic": "norm",
@@ -101,6 +106,7 @@ def service() -> NormalizerService:
     svc = NormalizerService(settings, transformer, ServiceRuntime("normalizer-enricher", settings, None))
     svc._output = FakeOutput()  # type: ignore[assignment]
     svc._consumer = FakeConsumer()  # type: ignore[assignment]
+    svc._group_offsets = FakeGroupOffsets()  # type: ignore[assignment]
     svc._on_assign(svc._consumer, [TopicPartition("raw", p) for p in range(3)])  # type: ignore[arg-type]
     return svc
 
@@ -210,7 +216,7 @@ def test_document_larger_than_the_output_topic_accepts_goes_to_dead_letter(servi
 def test_a_batch_in_doubt_that_committed_is_not_redone(service: NormalizerService) -> None:
     service._process(_messages(_real_lines(20), start=100))
     service._output.in_doubt_commit = True  # type: ignore[union-attr]
-    service._consumer.committed_offsets = {0: 120}  # type: ignore[union-attr]  # its successor completed it
+    service._group_offsets.committed = {0: 120}  # type: ignore[union-attr]  # its successor completed it
     assert service._commit(1e18, 1e18)
     assert service._consumer.seeks == [("raw", 0, 120)]  # type: ignore[union-attr]
     assert service.aborts == 0 and service.runtime.metrics.totals()["transactions"] == 1
@@ -219,6 +225,6 @@ def test_a_batch_in_doubt_that_committed_is_not_redone(service: NormalizerServic
 def test_a_batch_in_doubt_that_aborted_restarts_from_the_committed_offsets(service: NormalizerService) -> None:
     service._process(_messages(_real_lines(20), start=100))
     service._output.in_doubt_commit = True  # type: ignore[union-attr]
-    service._consumer.committed_offsets = {0: 100}  # type: ignore[union-attr]
+    service._group_offsets.committed = {0: 100}  # type: ignore[union-attr]
     assert not service._commit(1e18, 1e18)
     assert service._consumer.seeks == [("raw", 0, 100)] and service.aborts == 1  # type: ignore[union-attr]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -34,8 +33,8 @@ from zeek_pipeline.normalizer.errors import FatalKafkaError, describe
 
 log = logging.getLogger("zeek_pipeline.normalizer-enricher")
 
-COMMITTED_TIMEOUT = 10.0  # one OffsetFetch; retried while the broker is away
-MAX_BACKOFF = 2.0
+
+ReadCommitted = Callable[[list[TopicPartitionKey]], dict[TopicPartitionKey, int]]
 
 
 class RewindTo(enum.Enum):
@@ -113,14 +112,17 @@ class PartitionLedger:
         self.next.clear()
 
     # --- the one restart decision ------------------------------------------------------------------
-    def rewind(self, consumer: Consumer, to: RewindTo, should_stop: Callable[[], bool] = lambda: False,
-               ) -> Rewound:
-        """Seek every still-assigned partition of the open batch to its restart point and clear the batch."""
+    def rewind(self, consumer: Consumer, to: RewindTo, committed: ReadCommitted | None = None) -> Rewound:
+        """Seek every still-assigned partition of the open batch to its restart point and clear the batch.
+
+        `committed` reads the group's committed offsets from the broker (GroupOffsets, retried until it
+        answers); only `RewindTo.COMMITTED` needs it."""
         kept = {tp: offset for tp, offset in self.first.items() if tp in self.assigned}
         points = dict(kept)
         batch_committed = False
         if to is RewindTo.COMMITTED and kept:
-            found = read_committed_offsets(consumer, list(kept), should_stop)
+            assert committed is not None, "rewinding to the committed offsets needs a way to read them"
+            found = committed(list(kept))
             for tp, offset in found.items():
                 if offset >= 0:
                     points[tp] = offset
@@ -137,27 +139,3 @@ class PartitionLedger:
             self.positions.pop(tp, None)
         self.committed()
         return Rewound(points, batch_committed)
-
-
-def read_committed_offsets(consumer: Consumer, partitions: list[TopicPartitionKey],
-                           should_stop: Callable[[], bool]) -> dict[TopicPartitionKey, int]:
-    """The group's committed offsets as the broker has them, retried until it answers.
-
-    A read_committed consumer asks for stable offsets: while a transaction holding offsets for these
-    partitions is unresolved the broker answers UNSTABLE_OFFSET_COMMIT, which librdkafka retries; once the
-    replacement producer's init_transactions returned, the transaction is resolved and the answer is final."""
-    backoff = 0.2
-    while True:
-        try:
-            result = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=COMMITTED_TIMEOUT)
-            failed = [tp for tp in result if tp.error is not None]
-            if not failed:
-                return {(tp.topic, tp.partition): tp.offset for tp in result}
-            why = f"{failed[0].topic}[{failed[0].partition}]: {failed[0].error}"
-        except KafkaException as exc:
-            why = describe(exc)
-        if should_stop():
-            raise FatalKafkaError(f"committed offsets unknown at shutdown: {why}")
-        log.warning("reading the committed offsets: %s; retrying", why)
-        time.sleep(backoff)
-        backoff = min(backoff * 2, MAX_BACKOFF)

@@ -11,8 +11,8 @@ How (docs/normalizer-exactly-once.md):
 1. Every transaction records its owner in the metadata of the offsets it commits: transactional.id, the
    consumer's member id and client id (`Owner.encode`).
 2. Before partitions are fetched, the new owner reads that metadata without waiting for pending offsets
-   (a read_uncommitted consumer of the group asks for unstable offsets too, so an open transaction cannot
-   block it) and learns who may have a transaction open on them.
+   (GroupOffsets with stable=False: an open transaction cannot block it) and learns who may have a
+   transaction open on them.
 3. Only an owner that is no longer a member of the group (neither its member id nor its client id among the
    group's members) is fenced: a short-lived producer with its transactional.id calls init_transactions,
    which aborts its open transaction at once (or completes it, if it had reached PREPARE_COMMIT).
@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from zeek_pipeline.normalizer.batch import TopicPartitionKey
 from zeek_pipeline.normalizer.errors import describe
+from zeek_pipeline.normalizer.group_offsets import GroupOffsets
 from zeek_pipeline.normalizer.transactions import ProducerHung, guarded_call
 
 log = logging.getLogger("zeek_pipeline.normalizer-enricher")
@@ -88,16 +89,14 @@ def dead_owners(owners: Iterable[Owner], members: Iterable[tuple[str, str]], own
 class OwnerFence:
     """Reads the previous owners of newly assigned partitions and fences those that are gone."""
 
-    def __init__(self, consumer_conf: dict[str, Any], producer_conf: dict[str, Any], admin: AdminClient,
+    def __init__(self, previous_offsets: GroupOffsets, producer_conf: dict[str, Any], admin: AdminClient,
                  group: str, own_transactional_id: str) -> None:
-        # Never subscribes: it only reads the group's committed offsets, unstable ones included.
-        self._reader_conf = {**consumer_conf, "isolation.level": "read_uncommitted", "enable.auto.commit": False}
+        self._previous = previous_offsets  # stable=False: an open transaction's pending offsets cannot block it
         self._producer_conf = {key: value for key, value in producer_conf.items()
                                if key not in ("transactional.id", "error_cb", "on_delivery")}
         self._admin = admin
         self._group = group
         self._own = own_transactional_id
-        self._reader: Consumer | None = None
         self._hung: list[Producer] = []
 
     def fence_dead_owners(self, partitions: list[TopicPartitionKey]) -> list[str]:
@@ -120,19 +119,11 @@ class OwnerFence:
         return fenced
 
     def close(self) -> None:
-        if self._reader is not None:
-            try:
-                self._reader.close()
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
-                log.debug("owner reader close: %s", describe(exc))
-            self._reader = None
+        self._previous.close()
 
     def _previous_owners(self, partitions: list[TopicPartitionKey]) -> set[Owner]:
-        if self._reader is None:
-            self._reader = Consumer(self._reader_conf)
         try:
-            committed = self._reader.committed([TopicPartition(t, p) for t, p in partitions],
-                                               timeout=REQUEST_TIMEOUT)
+            committed = self._previous.read(partitions, REQUEST_TIMEOUT)
         except KafkaException as exc:
             log.warning("cannot read the previous owners of %d partitions: %s", len(partitions), describe(exc))
             return set()

@@ -37,6 +37,7 @@ from zeek_pipeline.normalizer.dlq import (
     dead_letter,
 )
 from zeek_pipeline.normalizer.errors import BatchAborted, FatalKafkaError, describe
+from zeek_pipeline.normalizer.group_offsets import GroupOffsets
 from zeek_pipeline.normalizer.ledger import PartitionLedger, RewindTo
 from zeek_pipeline.normalizer.output import KafkaOutput
 from zeek_pipeline.normalizer.ownership import Owner, OwnerFence
@@ -95,6 +96,7 @@ class NormalizerService:
         self.ledger = PartitionLedger()
         self._owner_metadata: str | None = None  # recorded with every commit (exactly-once): who to fence
         self._fence: OwnerFence | None = None
+        self._group_offsets: GroupOffsets | None = None  # exactly-once: the committed offsets, read apart
         self.commits = 0
         self.aborts = 0
         self.skipped = 0
@@ -164,8 +166,14 @@ class NormalizerService:
         return Consumer(self._consumer_conf())
 
     def _build_fence(self) -> OwnerFence:
-        return OwnerFence(self._consumer_conf(), self._producer_conf(), self._admin(),
+        return OwnerFence(GroupOffsets(self._consumer_conf(), stable=False), self._producer_conf(), self._admin(),
                           self.settings.kafka.group_id, self.transactional_id)
+
+    def _read_committed(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """The group's committed offsets, stable, retried until the broker answers (only a stop ends it)."""
+        if self._group_offsets is None:
+            self._group_offsets = GroupOffsets(self._consumer_conf(), stable=True)
+        return self._group_offsets.offsets_until_answered(partitions, self._stopping)
 
     def _deadline_if_stopping(self) -> float | None:
         return self._stop_deadline
@@ -246,6 +254,7 @@ class NormalizerService:
         self._consumer = self._build_consumer()
         if self.guarantee == "exactly_once":
             self._fence = self._build_fence()
+            self._group_offsets = GroupOffsets(self._consumer_conf(), stable=True)
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         runtime.set_state("ok")
@@ -408,7 +417,7 @@ class NormalizerService:
 
         True when the broker's committed offsets show the batch committed after all (a replaced producer's
         transaction completed by its successor): it is counted, and nothing is redone."""
-        rewound = self.ledger.rewind(self.consumer, to, self._stopping)
+        rewound = self.ledger.rewind(self.consumer, to, self._read_committed)
         if rewound.batch_committed:
             log.warning("batch of %d records committed after all (%s); continuing after it", self.batch.count,
                         why)
@@ -446,14 +455,15 @@ class NormalizerService:
         client_id = str(self._consumer_conf().get("client.id", ""))
         self._owner_metadata = Owner(self.transactional_id, consumer.memberid() or "", client_id).encode()
         fenced = self._fence.fence_dead_owners(added)
+        assert self._group_offsets is not None
         try:  # stable offsets: after the fence, no dead owner's transaction holds them any more
-            committed = consumer.committed([TopicPartition(t, p) for t, p in added], timeout=CLAIM_READ_SECONDS)
+            committed = self._group_offsets.read(added, CLAIM_READ_SECONDS)
         except KafkaException as exc:
             log.warning("not claiming %d partitions: their committed offsets are unknown (%s)", len(added),
                         describe(exc))
             return
         claims = [TopicPartition(tp.topic, tp.partition, tp.offset, self._owner_metadata) for tp in committed
-                  if tp.error is None and tp.offset >= 0]
+                  if tp.offset >= 0]
         deadline = time.monotonic() + min(REVOKE_BUDGET_SECONDS, self.transaction_seconds)
         if self._stop_deadline is not None:
             deadline = min(deadline, self._stop_deadline)
@@ -533,8 +543,9 @@ class NormalizerService:
                 self._consumer.close()  # leaves the group; the revoke callback finds no open batch
             except Exception as exc:  # noqa: BLE001 - closing is best effort
                 log.warning("consumer close: %s", describe(exc))
-        if self._fence is not None:
-            self._fence.close()
+        for reader in (self._fence, self._group_offsets):
+            if reader is not None:
+                reader.close()
         if self._output is not None and code == 0:
             self._output.close(max(0.5, self._stop_deadline - time.monotonic()))
         log.info("stopped", extra={"context": {"commits": self.commits, "aborts": self.aborts, "exit": code}})
