@@ -159,6 +159,11 @@ class HealthSettings(_Section):
     host: str = "0.0.0.0"
     port: Port = 8080
     refresh_seconds: float = Field(5, gt=0)
+    # What is kept of the status channel (health/retention.py): instances, MiB of their trimmed JSON, and how
+    # long an instance that stopped heartbeating without a tombstone stays on the page.
+    max_instances: int = Field(1000, ge=1, le=100_000)
+    max_status_mb: float = Field(8, gt=0)
+    forget_after_seconds: float = Field(86_400, gt=0)
 
 
 class StatusSettings(_Section):

@@ -131,6 +131,14 @@ def health_service(env: dict[str, str], tmp_path: Path) -> Iterator[HealthProces
             raise AssertionError(f"health ignored SIGTERM:\n{service.log_text()[-3000:]}")
 
 
+def status_channel(bootstrap: str, tmp_path: Path, partitions: int) -> tuple[str, Settings]:
+    """A fresh compacted status topic and the settings that point the services and the reader at it."""
+    env = pipeline_env(bootstrap, tmp_path)
+    topic = env["ZEEK_PIPELINE_STATUS__TOPIC"]
+    topics.create_topic(bootstrap, topic, partitions=partitions, config=STATUS_TOPIC_CONFIG)
+    return topic, settings_from(env)
+
+
 def runtime(settings: Settings, component: str, instance: str) -> ServiceRuntime:
     """A real ServiceRuntime (no probe port), publishing to the test's status topic."""
     rt = ServiceRuntime(component, settings.model_copy(update={"instance_id": instance}), None)
@@ -152,50 +160,47 @@ def real_zeek_lines(count: int) -> list[bytes]:
 # --- the status reader ------------------------------------------------------------------------------
 def test_status_reader_rebuilds_the_latest_record_per_instance_from_the_topic(kafka_bootstrap: str,
                                                                               tmp_path: Path) -> None:
-    env = pipeline_env(kafka_bootstrap, tmp_path)
-    status_topic = env["ZEEK_PIPELINE_STATUS__TOPIC"]
-    topics.create_topic(kafka_bootstrap, status_topic, partitions=2, config=STATUS_TOPIC_CONFIG)
-    settings = settings_from(env)
+    status_topic, settings = status_channel(kafka_bootstrap, tmp_path, partitions=2)
     normalizer = runtime(settings, "normalizer-enricher", "n-0")
     writer = runtime(settings, "parquet-writer", "w-0")
     for _ in range(3):
         normalizer.metrics.add("consumed", 1000)
-        normalizer.metrics.reject("invalid_json", "unexpected end of data", f"{env['ZEEK_PIPELINE_KAFKA__TOPIC']}[0]@7")
+        normalizer.metrics.reject("invalid_json", "unexpected end of data", f"{settings.kafka.topic}[0]@7")
         normalizer.publish_status()
     writer.metrics.file_written("log_type=conn/date=2018-03-24/events-0-0.parquet", "conn", 3000, 81_920)
     writer.publish_status()
-    writer.close()  # the last record says "stopped"
+    writer.close()  # the last record says "stopped", then a tombstone removes the key
     hostile = [b"<script>alert(1)</script>", orjson.dumps({"component": "x", "state": "maybe"})]
     topics.produce(kafka_bootstrap, status_topic, hostile, keys=[b"evil/1", b"evil/2"])
     normalizer._status.close()  # noqa: SLF001 - flush the real publisher without sending "stopped"
 
     # What the topic holds, read independently: the latest record per key.
-    latest: dict[str, bytes] = {}
-    for message in topics.consume_all(kafka_bootstrap, status_topic, expected=9, isolation="read_uncommitted"):
-        assert message.key is not None and message.value is not None
+    latest: dict[str, bytes | None] = {}
+    for message in topics.consume_all(kafka_bootstrap, status_topic, expected=10, isolation="read_uncommitted"):
+        assert message.key is not None
         latest[message.key.decode()] = message.value
+    assert latest.pop("parquet-writer/w-0") is None  # the clean exit's tombstone is the key's last message
 
     reader = StatusReader(kafka_config.common(settings), status_topic)
     reader.start()
     try:
-        snap = wait_until(lambda: (s := reader.snapshot()).loaded and len(s.records) == 2 and s, 30,
-                          "the reader to load both instances")
-        for key in ("normalizer-enricher/n-0", "parquet-writer/w-0"):
-            assert snap.records[key].record == StatusRecord.model_validate_json(latest[key])
+        snap = wait_until(lambda: (s := reader.snapshot()).loaded and s, 30, "the reader to load the topic")
+        assert set(snap.records) == {"normalizer-enricher/n-0"}  # the cleanly stopped writer is gone
+        assert snap.records["normalizer-enricher/n-0"].record == StatusRecord.model_validate_json(
+            latest["normalizer-enricher/n-0"] or b"")
         assert snap.records["normalizer-enricher/n-0"].record.totals["consumed"] == 3000
-        assert snap.records["parquet-writer/w-0"].record.state == "stopped"
         assert {p.key for p in snap.problems} == {"evil/1", "evil/2"}
         assert snap.malformed == 2 and snap.reachable
 
         # A record produced later shows up without a restart.
         late = runtime(settings, "normalizer-enricher", "n-1")
         late.metrics.add("consumed", 5)
-        late.close()
-        def late_stopped() -> StatusRecord | None:
+        late.publish_status()
+        def late_seen() -> StatusRecord | None:
             item = reader.snapshot().records.get("normalizer-enricher/n-1")
-            return item.record if item is not None and item.record.state == "stopped" else None
+            return item.record if item is not None and item.record.totals.get("consumed") == 5 else None
 
-        assert wait_until(late_stopped, 20, "the reader to see a new instance").totals["consumed"] == 5
+        assert wait_until(late_seen, 20, "the reader to see a new instance").state == "ok"
     finally:
         reader.stop()
 

@@ -95,9 +95,11 @@ def test_probes_metrics_status_records_and_health_line(kafka_bootstrap: str, tmp
         assert status["buffer_pct"] is not None
         assert writer.terminate() == 0
 
-    records = [orjson.loads(r.value or b"{}") for r in topics.consume_all(kafka_bootstrap, lake.status, timeout=20)]
-    mine = [r for r in records if r["component"] == "parquet-writer" and r["instance"] == "writer-0"]
+    published = topics.consume_all(kafka_bootstrap, lake.status, timeout=20)
+    messages = [r for r in published if r.key == b"parquet-writer/writer-0"]
+    mine = [orjson.loads(r.value) for r in messages if r.value is not None]
     assert mine and mine[-1]["state"] == "stopped" and mine[-1]["totals"]["files"] >= 4
+    assert messages[-1].value is None  # a clean exit ends with a tombstone for the instance's key
     log = (tmp_path / "log" / "parquet-writer.log").read_text()
     health = [line for line in log.splitlines() if "| health |" in line]
     assert health and "buffer=" in health[-1] and "flushes=" in health[-1] and "files=" in health[-1]

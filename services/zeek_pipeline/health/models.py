@@ -139,6 +139,9 @@ class StatusChannel(_Model):
     records_read: int
     malformed: int
     instances: int
+    kept_bytes: int = Field(0, description="JSON bytes of the kept (trimmed) records, bounded by health.max_status_mb")
+    forgotten: int = Field(0, description="instances expired (no heartbeat for health.forget_after_seconds) or "
+                                          "evicted to stay within the bounds, since start")
     problems: list[Problem]
 
 

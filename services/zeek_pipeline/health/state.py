@@ -37,6 +37,14 @@ from zeek_pipeline.health.models import (
     ThroughputPoint,
 )
 from zeek_pipeline.health.redact import redacted_settings
+from zeek_pipeline.health.retention import (
+    MAX_ASSIGNED,
+    MAX_REASONS,
+    MAX_RECENT_PER_INSTANCE,
+    Retention,
+    ordered_totals,
+    top_counts,
+)
 from zeek_pipeline.health.status_reader import Received, StatusReader, StatusSnapshot, clip
 from zeek_pipeline.health.verdict import DOWN_AFTER_INTERVALS, LIVE, judge_instance, pipeline_verdict
 from zeek_pipeline.kafka import config as kafka_config
@@ -44,12 +52,6 @@ from zeek_pipeline.settings import Settings
 
 log = logging.getLogger("zeek_pipeline.health")
 
-KNOWN_TOTALS = ("consumed", "produced", "rejected", "errors", "flushes", "files", "bytes_written", "transactions",
-                "aborts", "rebalances")
-MAX_TOTALS = 30
-MAX_REASONS = 20
-MAX_ASSIGNED = 256
-MAX_RECENT_PER_INSTANCE = 20
 MAX_LIMIT = 500
 
 
@@ -80,6 +82,12 @@ def group_specs(settings: Settings) -> list[GroupSpec]:
             GroupSpec(settings.writer.group_id, settings.writer_topic, "parquet-writer")]
 
 
+def retention_of(settings: Settings) -> Retention:
+    health = settings.health
+    return Retention(max_instances=health.max_instances, max_bytes=int(health.max_status_mb * 1024 * 1024),
+                     forget_after_seconds=health.forget_after_seconds)
+
+
 def kafka_sources(settings: Settings) -> Sources:
     """The real sources: a status topic reader and a lag monitor on the configured brokers."""
     conf = kafka_config.common(settings)
@@ -88,7 +96,7 @@ def kafka_sources(settings: Settings) -> Sources:
     for key, value in (("reconnect.backoff.ms", 1000), ("reconnect.backoff.max.ms", 10_000)):
         if key not in settings.kafka.librdkafka:
             conf[key] = value
-    reader = StatusReader(conf, settings.status.topic)
+    reader = StatusReader(conf, settings.status.topic, retention=retention_of(settings))
     monitor = LagMonitor(conf, group_specs(settings), interval=settings.health.refresh_seconds)
     return Sources(reader, monitor, sample_seconds=settings.health.refresh_seconds)
 
@@ -114,15 +122,6 @@ def text(value: Any, limit: int) -> str:
     if value is None:
         return ""
     return clip(value if isinstance(value, str) else str(value), limit)
-
-
-def _totals(totals: dict[str, int]) -> dict[str, int]:
-    ordered = [k for k in KNOWN_TOTALS if k in totals] + sorted(k for k in totals if k not in KNOWN_TOTALS)
-    return {clip(k, 64): int(totals[k]) for k in ordered[:MAX_TOTALS]}
-
-
-def _top(counts: dict[str, int], limit: int) -> dict[str, int]:
-    return {clip(k, 200): int(v) for k, v in Counter(counts).most_common(limit)}
 
 
 class HealthState:
@@ -185,11 +184,11 @@ class HealthState:
             uptime_seconds=None if started is None else finite(round(max(now - started, 0.0), 1)),
             version=r.version, config_hash=r.config_hash,
             rates=Rates(in_eps=finite(r.rates.get("in_eps")) or 0.0, out_eps=finite(r.rates.get("out_eps")) or 0.0),
-            totals=_totals(r.totals),
+            totals=ordered_totals(r.totals),
             rss_bytes=r.rss_bytes,
             buffer_pct=finite(r.buffer_pct),
             assigned=[PartitionRef(topic=clip(p.topic, 249), partition=p.partition) for p in r.assigned[:MAX_ASSIGNED]],
-            reject_reasons=_top(r.reject_reasons, MAX_REASONS),
+            reject_reasons=top_counts(r.reject_reasons, MAX_REASONS),
             last_error=None if r.last_error is None else clip(r.last_error, 1000),
         )
 
@@ -198,6 +197,7 @@ class HealthState:
             topic=snap.topic, reachable=snap.reachable and snap.running,
             loaded=snap.loaded, error=snap.error if snap.running else "the status reader has stopped",
             records_read=snap.records_read, malformed=snap.malformed, instances=len(snap.records),
+            kept_bytes=snap.kept_bytes, forgotten=snap.forgotten,
             problems=[Problem(at=p.at, key=p.key, partition=p.partition, offset=p.offset, error=p.error)
                       for p in snap.problems])
 

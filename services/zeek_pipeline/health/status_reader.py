@@ -20,20 +20,16 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from zeek_pipeline.health.retention import Retention, accounted_bytes, clip, eviction_order, expired, trim
 from zeek_pipeline.runtime.status import StatusRecord
+
+__all__ = ["MAX_RECORD_BYTES", "ProblemEntry", "Received", "StatusReader", "StatusSnapshot", "StatusStore", "clip"]
 
 log = logging.getLogger("zeek_pipeline.health.status")
 
 MAX_RECORD_BYTES = 256 * 1024
-MAX_INSTANCES = 1000
 MAX_PROBLEMS = 50
 METADATA_EVERY_SECONDS = 5.0
-
-
-def clip(text: object, limit: int) -> str:
-    """A printable, bounded string (the template escapes it; this keeps responses small)."""
-    value = text if isinstance(text, str) else repr(text)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -42,6 +38,7 @@ class Received:
     received_at: float
     partition: int | None
     offset: int | None
+    size: int = 0  # bytes counted against Retention.max_bytes
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,15 @@ class StatusSnapshot:
     loaded: bool
     error: str | None
     running: bool = True
+    kept_bytes: int = 0
+    forgotten: int = 0  # instances expired or evicted since start
 
 
 @dataclass
 class _State:
     records: dict[str, Received] = field(default_factory=dict)
+    kept_bytes: int = 0
+    forgotten: int = 0
     problems: dict[str, ProblemEntry] = field(default_factory=dict)
     records_read: int = 0
     malformed: int = 0
@@ -88,16 +89,60 @@ def _validation_summary(exc: ValidationError) -> str:
 
 
 class StatusStore:
-    """The latest record per key plus current problems; thread-safe. `ingest` is the reader's only input."""
+    """The latest record per key plus current problems; thread-safe. `ingest` is the reader's only input.
+
+    What it keeps is bounded by a Retention (count, bytes, age): see health/retention.py for why.
+    """
 
     def __init__(self, topic: str, *, clock: Callable[[], float] = time.time,
-                 max_instances: int = MAX_INSTANCES, max_problems: int = MAX_PROBLEMS) -> None:
+                 retention: Retention | None = None, max_problems: int = MAX_PROBLEMS) -> None:
         self.topic = topic
         self._clock = clock
-        self._max_instances = max_instances
+        self._retention = retention or Retention()
         self._max_problems = max_problems
         self._lock = threading.Lock()
         self._state = _State()
+
+    def _remove(self, key: str) -> None:
+        """Drop one kept record; the caller holds the lock."""
+        item = self._state.records.pop(key, None)
+        if item is not None:
+            self._state.kept_bytes -= item.size
+
+    def prune(self) -> int:
+        """Forget instances that stopped heartbeating longer ago than the retention allows; returns how many."""
+        now = self._clock()
+        with self._lock:
+            old = [k for k, item in self._state.records.items() if expired(item.record, now, self._retention)]
+            for key in old:
+                self._remove(key)
+            self._state.forgotten += len(old)
+            return len(old)
+
+    def _make_room(self, key: str, record: StatusRecord, size: int) -> str | None:
+        """Evict older instances until `record` fits; the reason it cannot, else None. The caller holds the lock."""
+        limits = self._retention
+        if size > limits.max_bytes:
+            return f"record of {size} bytes (trimmed) exceeds the store's {limits.max_bytes} byte budget"
+        others = {k: item.record.heartbeat_at for k, item in self._state.records.items() if k != key}
+        current = self._state.records.get(key)
+        kept = self._state.kept_bytes - (current.size if current is not None else 0)
+        now = self._clock()
+        victims: list[str] = []
+        for victim in eviction_order(others, now):
+            if len(others) - len(victims) < limits.max_instances and kept + size <= limits.max_bytes:
+                break
+            if min(others[victim], now) > min(record.heartbeat_at, now):
+                break  # never evict an instance that heartbeated after this one
+            victims.append(victim)
+            kept -= self._state.records[victim].size
+        if len(others) - len(victims) >= limits.max_instances or kept + size > limits.max_bytes:
+            return (f"status store full ({limits.max_instances} instances, {limits.max_bytes} bytes) "
+                    "with instances newer than this one; ignored")
+        for victim in victims:
+            self._remove(victim)
+        self._state.forgotten += len(victims)
+        return None
 
     def ingest(self, key: bytes | None, value: bytes | None, partition: int | None = None,
                offset: int | None = None) -> bool:
@@ -105,9 +150,9 @@ class StatusStore:
         key_text = clip(key.decode("utf-8", errors="replace"), 300) if key is not None else ""
         with self._lock:
             self._state.records_read += 1
-        if value is None:  # tombstone: the instance was removed from the channel on purpose
+        if value is None:  # tombstone: the instance was removed from the channel on purpose (a clean exit)
             with self._lock:
-                self._state.records.pop(key_text, None)
+                self._remove(key_text)
                 self._state.problems.pop(key_text, None)
             return True
         error = None
@@ -127,11 +172,19 @@ class StatusStore:
         if record is not None and record.key != key_text:
             error = f"message key does not match the record's component/instance ({clip(record.key, 120)})"
             record = None
+        size = 0
+        if record is not None:
+            record = trim(record)
+            size = accounted_bytes(record)
+            if expired(record, self._clock(), self._retention):  # a dead pod's last word, replayed from the topic
+                with self._lock:
+                    self._remove(key_text)
+                    self._state.problems.pop(key_text, None)
+                return True
         with self._lock:
-            if record is not None and key_text not in self._state.records \
-                    and len(self._state.records) >= self._max_instances:
-                error = f"more than {self._max_instances} instances on the status topic; ignored"
-                record = None
+            if record is not None:
+                error = self._make_room(key_text, record, size)
+                record = None if error else record
             if record is None:
                 self._state.malformed += 1
                 problems = self._state.problems
@@ -141,7 +194,9 @@ class StatusStore:
                 while len(problems) > self._max_problems:
                     problems.pop(next(iter(problems)))
                 return False
-            self._state.records[key_text] = Received(record, self._clock(), partition, offset)
+            self._remove(key_text)
+            self._state.records[key_text] = Received(record, self._clock(), partition, offset, size)
+            self._state.kept_bytes += size
             self._state.problems.pop(key_text, None)
             return True
 
@@ -164,15 +219,16 @@ class StatusStore:
             return StatusSnapshot(
                 topic=self.topic, records=dict(state.records), problems=list(reversed(state.problems.values())),
                 records_read=state.records_read, malformed=state.malformed, reachable=state.reachable,
-                loaded=state.loaded, error=state.error)
+                loaded=state.loaded, error=state.error, kept_bytes=state.kept_bytes, forgotten=state.forgotten)
 
 
 class StatusReader:
     """The status source the app uses: a StatusStore fed by a consumer thread."""
 
-    def __init__(self, consumer_conf: Mapping[str, Any], topic: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, consumer_conf: Mapping[str, Any], topic: str, *, clock: Callable[[], float] = time.time,
+                 retention: Retention | None = None) -> None:
         self.topic = topic
-        self.store = StatusStore(topic, clock=clock)
+        self.store = StatusStore(topic, clock=clock, retention=retention)
         conf = {k: v for k, v in consumer_conf.items() if k not in ("group.instance.id", "transactional.id")}
         conf.update({
             "group.id": f"zeek-health-{uuid.uuid4().hex[:12]}",  # never joins: manual assignment, no commits
@@ -239,6 +295,7 @@ class StatusReader:
                 now = time.monotonic()
                 if now >= next_metadata:
                     next_metadata = now + METADATA_EVERY_SECONDS
+                    self.store.prune()
                     partitions = self._partitions(consumer)
                     if partitions is not None:
                         new = [p for p in partitions if p not in assigned]

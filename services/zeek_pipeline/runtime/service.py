@@ -105,10 +105,12 @@ class ServiceRuntime:
         self.stop_event.set()
 
     def close(self) -> None:
+        """Say "stopped", then tombstone the key: a clean exit leaves nothing for the health service to keep."""
         self.state = "stopped"
         self.publish_status()
         self.health_line()
         if self._status is not None:
+            self._status.retire(f"{self.component}/{self.instance}")
             self._status.close()
         if self._probes is not None:
             self._probes.stop()

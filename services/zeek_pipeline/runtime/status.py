@@ -3,8 +3,11 @@
 Every instance produces one JSON record to the compacted topic `status.topic` (default
 `zeek-pipeline-status`) every `status.interval_seconds`, keyed `<component>/<instance>`. Compaction keeps the
 latest record per instance, so the health service rebuilds the whole picture by reading the topic from the
-start, holding no state of its own. A clean shutdown publishes a last record with state "stopped"; an instance
-that stops publishing is reported down by the reader after three intervals.
+start, holding no state of its own. A clean shutdown publishes a last record with state "stopped" and then a
+tombstone for its key, so compaction removes the instance and the health service forgets it at once (pods get
+new names on every replacement: without the tombstone every dead pod would stay on the topic and the page);
+an instance that stops publishing is reported down by the reader after three intervals and forgotten after
+`health.forget_after_seconds`.
 """
 
 from __future__ import annotations
@@ -86,6 +89,20 @@ class StatusPublisher:
             log.warning("status producer queue full; record skipped")
         except Exception as exc:  # noqa: BLE001 - status must never take a service down
             log.warning("status record not sent: %s", exc)
+        self._producer.poll(0)
+
+    def retire(self, key: str) -> None:
+        """A tombstone for `key`: the instance left on purpose and its record can go."""
+        try:
+            self._producer.produce(self.topic, key=key.encode(), value=None, on_delivery=self._on_delivery)
+        except BufferError:
+            self._producer.flush(5.0)  # the queue drains in the last seconds of a clean exit; try once more
+            try:
+                self._producer.produce(self.topic, key=key.encode(), value=None, on_delivery=self._on_delivery)
+            except BufferError:
+                log.warning("status producer queue full; tombstone for %s not sent", key)
+        except Exception as exc:  # noqa: BLE001 - status must never take a service down
+            log.warning("status tombstone not sent: %s", exc)
         self._producer.poll(0)
 
     def close(self, timeout: float = 5.0) -> None:
