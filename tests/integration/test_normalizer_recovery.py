@@ -35,6 +35,8 @@ from tests.integration.test_normalizer_support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# One batch per 3000 records (never cut short by time), so the second commit is the second 3000's.
+BATCH_PER_3000 = {"ZEEK_PIPELINE_NORMALIZER__BATCH_SIZE": "3000", "ZEEK_PIPELINE_NORMALIZER__BATCH_TIMEOUT_MS": "20000"}
 LONG_TRANSACTIONS = {"ZEEK_PIPELINE_KAFKA__LIBRDKAFKA": FAST_GROUP,
                      "ZEEK_PIPELINE_NORMALIZER__TRANSACTION_TIMEOUT_MS": "600000"}
 
@@ -48,7 +50,8 @@ def test_a_replacement_with_a_new_name_ends_the_dead_instances_open_transaction(
     pipe = Pipeline(kafka_bootstrap, tmp_path, input_partitions=3, name="takeover").create()
     with running(pipe):
         pipe.publish(json_logs(), "--count", "3000", "--repeat", "0")
-        dead = pipe.start("normalizer-a", ZEEK_NORMALIZER_FAILPOINTS=f"{point}@2=hang", **LONG_TRANSACTIONS)
+        dead = pipe.start("normalizer-a", ZEEK_NORMALIZER_FAILPOINTS=f"{point}@2=hang", **LONG_TRANSACTIONS,
+                          **BATCH_PER_3000)
         wait_for("the first commit", lambda: pipe.committed_total() == 3000, timeout=60)  # records the owner
         pipe.publish(json_logs(), "--count", "3000", "--repeat", "0")
         wait_logged(dead, f"failpoint {point}@2")

@@ -166,7 +166,11 @@ class NormalizerService:
         return Consumer(self._consumer_conf())
 
     def _build_fence(self) -> OwnerFence:
-        return OwnerFence(GroupOffsets(self._consumer_conf(), stable=False), self._producer_conf(), self._admin(),
+        # The group's members are known to the input cluster; the transactional ids live on the output one.
+        conf: dict[str, Any] = dict(kafka_config.admin(self.settings))
+        conf.update({"error_cb": self._quiet_error, "logger": self._client_logger()})
+        group_admin = AdminClient(conf)
+        return OwnerFence(GroupOffsets(self._consumer_conf(), stable=False), self._producer_conf(), group_admin,
                           self.settings.kafka.group_id, self.transactional_id)
 
     def _read_committed(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
