@@ -202,12 +202,18 @@ class LagReader:
     """
 
     def __init__(self, conf: Mapping[str, Any], timeout: float = 10.0) -> None:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         from zeek_pipeline.kafka.offsets import CommittedOffsets
 
-        self._admin = AdminClient(dict(conf))
-        self._committed = CommittedOffsets(conf)
+        try:
+            self._admin = AdminClient(dict(conf))
+            self._committed = CommittedOffsets(conf)
+        except KafkaException as exc:  # e.g. ssl.ca.pem that is not PEM: no client exists to retry with
+            error = exc.args[0] if exc.args else exc
+            message = error.str() if hasattr(error, "str") else str(error)
+            raise LagError(f"cannot create a Kafka client from the pipeline's settings: {message}") from exc
         self._timeout = timeout
 
     def close(self) -> None:

@@ -36,14 +36,16 @@ from zeek_operator.autoscale import (
     writer_backlog,
 )
 from zeek_operator.kube import ApiError, Kube
+from zeek_operator.pem import pem_problem
 from zeek_operator.render import COMPONENTS, Overrides, config_hash, render_files
-from zeek_operator.spec import PipelineSpec, SpecError, parse_spec
+from zeek_operator.spec import PipelineSpec, SpecError, TlsSpec, parse_spec
 
 log = logging.getLogger("zeek_operator.reconcile")
 
 # Degraded reasons that come from the resource itself (kept until a reconcile clears them); any other
 # Degraded reason (a failing Deployment) is recomputed from the children on every status refresh.
-PROBLEM_REASONS = frozenset({"InvalidSpec", "InvalidNormalization", "MissingSecret", "MissingConfigMap"})
+PROBLEM_REASONS = frozenset({"InvalidSpec", "InvalidNormalization", "MissingSecret", "InvalidSecret",
+                             "MissingConfigMap"})
 AUTOSCALED = {"normalizer-enricher": "normalizer", "parquet-writer": "writer"}
 
 
@@ -170,7 +172,22 @@ def read_secrets(kube: Kube, namespace: str, spec: PipelineSpec) -> tuple[dict[s
     problem = None
     for secret, keys, field_path in checks:
         problem = problem or _check_secret(kube, namespace, secret, keys, field_path, found)
+    if problem is None and security.tls is not None:
+        problem = _check_tls_pem(security.tls, found.get(security.tls.secret_ref.name, {}))
     return found, problem
+
+
+def _check_tls_pem(tls: TlsSpec, data: Mapping[str, str]) -> tuple[str, str] | None:
+    """The TLS Secret's keys must be PEM: librdkafka refuses anything else when a client is created."""
+    wanted = [(tls.ca_key, "CERTIFICATE")]
+    if tls.cert_key and tls.key_key:
+        wanted += [(tls.cert_key, "CERTIFICATE"), (tls.key_key, "PRIVATE KEY")]
+    for key, label in wanted:
+        issue = pem_problem(data.get(key, ""), label)
+        if issue is not None:
+            return "InvalidSecret", (f"spec.kafka.security.tls.secretRef: key {key!r} of Secret "
+                                     f"{tls.secret_ref.name!r} {issue}")
+    return None
 
 
 def read_overrides(kube: Kube, namespace: str, spec: PipelineSpec) -> Overrides:
@@ -418,10 +435,15 @@ def _read_lag(kube: Kube, namespace: str, spec: PipelineSpec,
     lags: dict[str, GroupLag] = {}
     extra: dict[str, Any] = {}
     events: list[Event] = []
-    if problem is not None:
-        return lags, extra, events  # the reconcile reports the missing Secret
+    if problem is not None:  # the reconcile reports it as the Degraded reason too
+        extra["lagError"] = f"not read: {problem[1]}"
+        return lags, extra, events
     conf = admin_config(spec, secrets)
-    reader = reader_factory(conf)
+    try:
+        reader = reader_factory(conf)
+    except LagError as exc:  # a client librdkafka refuses to create: said in the status, not as a traceback
+        extra["lagError"] = str(exc)
+        return lags, extra, events
     errors: list[str] = []
     reachable = True
     for component, (group, topic) in {
