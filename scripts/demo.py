@@ -67,24 +67,56 @@ def count_lines(paths: list[Path]) -> int:
 
 def parquet_rows(base: Path) -> collections.Counter[str]:
     """Rows per log type, read back with an independent reader (pyarrow.dataset, Hive partitions)."""
-    import pyarrow.dataset as ds
+    from zeek_pipeline.writer.lake import summarize
 
-    rows: collections.Counter[str] = collections.Counter()
-    if not base.exists():
-        return rows
-    for type_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        files = [p for p in type_dir.rglob("*.parquet") if not p.name.startswith(("_", "."))]
-        if files:
-            rows[type_dir.name] = ds.dataset([str(f) for f in files], format="parquet").count_rows()
-    return rows
+    return collections.Counter({s.log_type: s.rows for s in summarize(base, times=False)})
+
+
+def log_to_file(path: Path) -> None:
+    """The demo's own Kafka clients log (librdkafka's lines included) to output/log/demo.log, not the terminal."""
+    import logging
+
+    from zeek_pipeline.runtime.logging import PipeFormatter
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(PipeFormatter("demo"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def summary_lines(base: Path, expected: int, rejected: int) -> list[str]:
+    """The summary printed at the end: rows and time span per log type, and queries that work as printed
+    from the project directory."""
+    from zeek_pipeline.writer.lake import EXAMPLE_QUERIES, summarize
+
+    types = summarize(base)
+    files = sum(t.files for t in types)
+    lines = ["", "=== zeek-pipeline demo summary ===",
+             f"records published : {expected}",
+             f"rows in Parquet   : {sum(t.rows for t in types)} in {files} files under output/parquet/",
+             f"rejected (DLQ)    : {rejected} in topic zeek-dlq",
+             f"  {'log type':<18} {'rows':>8}  {'files':>5}  event time span (UTC)"]
+    for t in types:
+        span = "-" if t.first_event is None or t.last_event is None else (
+            f"{t.first_event:%Y-%m-%d %H:%M:%S} .. {t.last_event:%Y-%m-%d %H:%M:%S}")
+        lines.append(f"  {t.log_type:<18} {t.rows:>8}  {t.files:>5}  {span}")
+    lines.append("query it (DuckDB; the hive keys typed as integers where they are used):")
+    lines += [f"  duckdb -c \"{query}\"" for query in EXAMPLE_QUERIES]
+    return lines
 
 
 def topic_count(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-count", "isolation.level": "read_committed"})
+    from zeek_pipeline.kafka.client_log import librdkafka_logger
+
+    quiet = {"bootstrap.servers": bootstrap, "logger": librdkafka_logger()}
+    admin = AdminClient(quiet)
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    admin.poll(0)  # hands librdkafka's queued log lines to the logger
+    consumer = Consumer({**quiet, "group.id": "demo-count", "isolation.level": "read_committed"})
     try:
         total = 0
         for partition in meta.partitions:
@@ -102,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keep_running = sys.stdin.isatty() and not args.exit
 
-    shutil.rmtree(OUTPUT, ignore_errors=True)
+    # Only what the demo writes: output/ also holds others' files (output/cluster/kubeconfig from `make cluster`,
+    # the cluster tests' measurements), which a demo run must not delete.
+    for mine in ("parquet", "log", "kafka"):
+        shutil.rmtree(OUTPUT / mine, ignore_errors=True)
     (OUTPUT / "log").mkdir(parents=True)
+    log_to_file(OUTPUT / "log" / "demo.log")
     inputs = json_logs() + tsv_logs()
     say(f"input: {len(inputs)} real Zeek log files from "
         f"{'../shared/data/zeek' if shared_available() else SAMPLE_ZEEK.relative_to(ROOT)}")
@@ -142,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             say(f"{name}: started (pid {processes[name].pid}, log output/log/{name}.stdout)")
 
-        say("publishing real Zeek logs to zeek-raw ...")
-        publish = subprocess.run([str(ZEEK), "publish", "--topic", "zeek-raw", "--brokers", broker.bootstrap,
-                                  *map(str, inputs)], env=env, cwd=ROOT, check=False)
+        say("publishing real Zeek logs to zeek-raw (log output/log/publish.out) ...")
+        with (OUTPUT / "log" / "publish.out").open("wb") as publish_log:
+            publish = subprocess.run([str(ZEEK), "publish", "--topic", "zeek-raw", "--brokers", broker.bootstrap,
+                                      *map(str, inputs)], env=env, cwd=ROOT, check=False,
+                                     stdout=publish_log, stderr=subprocess.STDOUT)
         if publish.returncode != 0:
-            say("publish failed; see above")
+            say("publish failed; see output/log/publish.out")
             return 1
         expected = count_lines(inputs)
 
@@ -169,16 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(2)
 
-        files = [p for p in (OUTPUT / "parquet").rglob("*.parquet") if not p.name.startswith(("_", "."))]
-        print("\n=== zeek-pipeline demo summary ===")
-        print(f"records published : {expected}")
-        print(f"rows in Parquet   : {sum(rows.values())} in {len(files)} files under output/parquet/")
-        print(f"rejected (DLQ)    : {rejected} in topic zeek-dlq")
-        print(f"{'log type':<18} rows")
-        for log_type, count in sorted(rows.items(), key=lambda item: -item[1]):
-            print(f"  {log_type:<16} {count}")
-        print("query it          : duckdb -c \"select log_type, count(*) from "
-              "read_parquet('output/parquet/**/*.parquet', hive_partitioning=true) group by all\"")
+        print("\n".join(summary_lines(OUTPUT / "parquet", expected, rejected)))
         if "health" in processes:
             when = "" if keep_running else " (while the demo runs; `make demo` in a terminal keeps it up)"
             print(f"dashboard         : http://127.0.0.1:{health_port}/  (API: /api/v1/pipeline, docs: /docs){when}")

@@ -195,6 +195,7 @@ def publish(args: argparse.Namespace) -> int:
 
     from zeek_pipeline.core.transform import load_time_fields
     from zeek_pipeline.kafka import config as kafka_config
+    from zeek_pipeline.runtime.logging import setup_logging
 
     for path in args.files:
         if not path.is_file():
@@ -202,6 +203,9 @@ def publish(args: argparse.Namespace) -> int:
     if args.repeat < 0 or (args.repeat == 0 and args.count is None):
         raise PublishError("--repeat must be >= 1, or 0 together with --count")
     settings, config_dir = load_publish_settings(args.config)
+    # librdkafka's own lines (kafka_config.common sets `logger`) in the project's format on stderr, beside the
+    # progress; stdout keeps only the summary.
+    setup_logging(settings.log.model_copy(update={"path": None}), "publish", stream_to=sys.stderr)
     time_fields = load_time_fields(config_dir / "schema.json") if config_dir is not None else {}
     progress = Progress()
     conf = kafka_config.common(settings, args.brokers)

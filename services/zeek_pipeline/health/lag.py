@@ -148,6 +148,7 @@ class LagMonitor:
         if self._admin is None:
             self._admin = AdminClient(self._conf)
         admin = self._admin
+        admin.poll(0)  # serves librdkafka's log lines to the `logger` in the conf (they queue up otherwise)
         try:
             metadata = admin.list_topics(timeout=self._timeout)
         except Exception as exc:  # noqa: BLE001 - unreachable is a state to show, not a crash

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeek_pipeline.kafka.client_log import librdkafka_logger
 from zeek_pipeline.settings import KafkaSecurity, Settings
 
 
@@ -37,6 +38,8 @@ def common(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:
         "bootstrap.servers": bootstrap or settings.kafka.bootstrap_servers,
         "client.id": f"zeek-pipeline-{settings.instance_id or 'local'}",
         "socket.keepalive.enable": True,
+        # librdkafka's own lines (`%4|…|GETPID|…`) through logging, rate-limited, never raw on stderr.
+        "logger": librdkafka_logger(),
     }
     conf.update(_security(settings.kafka.security))
     conf.update(settings.kafka.librdkafka)

@@ -8,6 +8,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from zeek_pipeline.kafka.client_log import with_logger
+
 
 def ensure_topics(
     admin_conf: Mapping[str, Any],
@@ -17,11 +19,19 @@ def ensure_topics(
     timeout: float = 30.0,
 ) -> list[str]:
     """Create each missing topic with its partition count; returns the names created."""
-    admin = AdminClient(dict(admin_conf))
+    admin = AdminClient(with_logger(dict(admin_conf)))
+    try:
+        return _create_missing(admin, topics, configs or {}, replication_factor, timeout)
+    finally:
+        admin.poll(0)  # hands librdkafka's queued log lines to the logger
+
+
+def _create_missing(admin: AdminClient, topics: Mapping[str, int], configs: Mapping[str, Mapping[str, str]],
+                    replication_factor: int, timeout: float) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
-                 config=dict((configs or {}).get(name, {})))
+                 config=dict(configs.get(name, {})))
         for name, partitions in topics.items()
         if name not in existing
     ]

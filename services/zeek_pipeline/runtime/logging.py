@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -64,14 +64,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(settings: LogSettings, component: str) -> None:
-    """Configure the root logger once per process: stdout always, plus <log.path>/<component>.log if set."""
+def setup_logging(settings: LogSettings, component: str, stream_to: TextIO | None = None) -> None:
+    """Configure the root logger once per process: stdout (or `stream_to`) always, plus
+    <log.path>/<component>.log if set."""
     formatter: logging.Formatter = (
         JsonFormatter(component) if settings.format == "json" else PipeFormatter(component))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    stream = logging.StreamHandler(sys.stdout)
+    stream = logging.StreamHandler(stream_to or sys.stdout)
     stream.setFormatter(formatter)
     root.addHandler(stream)
     if settings.path:
