@@ -124,9 +124,12 @@ class StatusStore:
         limits = self._retention
         if size > limits.max_bytes:
             return f"record of {size} bytes (trimmed) exceeds the store's {limits.max_bytes} byte budget"
-        others = {k: item.record.heartbeat_at for k, item in self._state.records.items() if k != key}
         current = self._state.records.get(key)
         kept = self._state.kept_bytes - (current.size if current is not None else 0)
+        count = len(self._state.records) - (current is not None)
+        if count < limits.max_instances and kept + size <= limits.max_bytes:
+            return None  # the common case: no need to look at the others
+        others = {k: item.record.heartbeat_at for k, item in self._state.records.items() if k != key}
         now = self._clock()
         victims: list[str] = []
         for victim in eviction_order(others, now):
