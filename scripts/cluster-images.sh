@@ -17,6 +17,7 @@
 #   scripts/cluster-images.sh static NAME BINARY TAG
 #   scripts/cluster-images.sh import IMAGE CONTAINERD_SOCKET   # into containerd's k8s.io namespace
 #   scripts/cluster-images.sh tag IMAGE NEW_NAME
+#   scripts/cluster-images.sh id IMAGE                          # its image ID (64 hex digits)
 #   scripts/cluster-images.sh project-ref                       # the project image's reference (no build)
 #
 # buildah keeps its images under $ZEEK_PIPELINE_CACHE/buildah (not the system's /var/lib/containers), so
@@ -172,6 +173,7 @@ case "${1:-}" in
   static) build_static "$2" "$3" "$4" ;;
   import) import_image "$2" "$3" ;;
   tag) "${BUILDAH[@]}" tag "$2" "$3" >&2 ;;
+  id) "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$2" ;;
   project-ref) project_ref ;;
   size) "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' ;;
   *) log "usage: $0 build base|pause|jre|kafka|project | static NAME BINARY TAG | import IMAGE SOCKET | tag IMAGE NAME | project-ref | size"; exit 2 ;;

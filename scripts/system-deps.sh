@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need beyond the base machine: Chromium and its driver for the dashboard's browser
 # tests, and for the single-node cluster (tests/infra/cluster, `make cluster`): containerd, runc, the CNI
-# plugins, buildah and mmdebstrap (images without Docker or a registry), iptables/conntrack (kube-proxy),
+# plugins, buildah and mmdebstrap (images without Docker or a registry), podman (its Docker-compatible API
+# over buildah's images, which skaffold asks), iptables/conntrack (kube-proxy),
 # and gcc's static libc for the pause binary. Idempotent; skips apt when everything is present.
 set -euo pipefail
 needed=()
@@ -14,6 +15,7 @@ want containerd containerd
 want runc runc
 want /usr/lib/cni/bridge containernetworking-plugins
 want buildah buildah
+want podman podman
 want mmdebstrap mmdebstrap
 want iptables iptables
 want conntrack conntrack

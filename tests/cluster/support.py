@@ -104,6 +104,23 @@ def container_pid(cluster: Cluster, kubectl: Run, namespace: str, pod: str) -> i
     raise AssertionError(f"no containerd task for {pod} ({container_id})")
 
 
+def pod_rss_mb(kubectl: Run, namespace: str, pods: list[str]) -> dict[str, float]:
+    """Resident memory (MB, rss + mapped files as the kernel counts them for the pod's cgroup) of each pod,
+    read from the node's cgroup v1 memory controller."""
+    from tests.infra.cluster.host import CGROUP_ROOT
+
+    out = {}
+    base = Path("/sys/fs/cgroup/memory") / CGROUP_ROOT
+    for pod in pods:
+        uid = ok(kubectl("-n", namespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")).stdout.strip()
+        found = [d for d in base.rglob(f"pod{uid}") if d.is_dir()]
+        if not found:
+            continue
+        stat = dict(line.split() for line in (found[0] / "memory.stat").read_text().splitlines())
+        out[pod] = round((int(stat["total_rss"]) + int(stat["total_mapped_file"])) / 1e6, 1)
+    return out
+
+
 def apply(kubectl: Run, namespace: str, manifest: dict[str, Any]) -> None:
     ok(kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest)))
 
@@ -190,6 +207,17 @@ def count_topic(bootstrap: str, topic: str, timeout: float = 30) -> tuple[int, l
         consumer.close()
 
 
+MEASUREMENTS = ROOT / "output" / "cluster-measurements.json"
+
+
+def record_measurements(figures: dict[str, Any]) -> None:
+    """Keep what a cluster test measured (no assertion on it) in output/cluster-measurements.json."""
+    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+    MEASUREMENTS.write_text(json.dumps({**previous, **figures}, indent=1))
+    print(f"measured: {figures}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -213,6 +241,8 @@ def port_forward(cluster: Cluster, namespace: str, target: str, port: int) -> It
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _connects(port: int) -> bool:

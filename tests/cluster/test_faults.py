@@ -1,7 +1,8 @@
 """Faults on the real cluster while real data flows: `kubectl delete pod` and `kill -9` of the container process
-of the normalizer-enricher and the parquet-writer, and a containerd restart; afterwards every published record
-is in Parquet exactly once (counted by (partition, offset) with DuckDB). Also measures how long read_committed
-readers of the normalized topic stall after the normalizer is killed in the middle of a transaction."""
+of the normalizer-enricher and the parquet-writer, a containerd restart, and a forced deletion (SIGKILL and a
+new pod name) of the normalizer; afterwards every published record is in Parquet exactly once (counted by
+(partition, offset) with DuckDB). Also measures how long read_committed readers of the normalized topic stall
+after the normalizer is killed in the middle of a transaction (same pod restarted; pod replaced)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.cluster.support import (
     parquet_rows,
     pipeline_manifest,
     pod_names,
+    record_measurements,
     release,
     small,
     wait_deployments,
@@ -33,7 +35,6 @@ from tests.infra.waiting import ok, wait_for
 from tests.infra.zeek_data import json_logs, read_lines
 
 NAMESPACE = "zeek-faults"
-RESULTS = ROOT / "output" / "cluster-measurements.json"
 
 
 def _publisher(bootstrap: str, topic: str, files: list[Path], rate: int) -> subprocess.Popen[str]:
@@ -43,15 +44,16 @@ def _publisher(bootstrap: str, topic: str, files: list[Path], rate: int) -> subp
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-class CommittedWatcher:
-    """Reads the normalized topic read_committed and notes the time of every batch: the longest gap after a
-    kill is the stall that an open transaction of the killed instance causes."""
+class ArrivalWatcher:
+    """Reads the normalized topic and notes when records arrive, per partition. Two of them, read_committed
+    and read_uncommitted, show the stall that a killed instance's open transaction causes: the new instance's
+    records are visible uncommitted at once, committed only once the old transaction is aborted."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.arrivals: list[float] = []
+    def __init__(self, bootstrap: str, topic: str, isolation: str) -> None:
+        self.arrivals: dict[int, list[float]] = {}
         self._stop = threading.Event()
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}",
-                                   "isolation.level": "read_committed", "auto.offset.reset": "latest",
+                                   "isolation.level": isolation, "auto.offset.reset": "latest",
                                    "enable.auto.commit": False})
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,13 +61,14 @@ class CommittedWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if any(m.error() is None for m in self._consumer.consume(500, timeout=0.2)):
-                self.arrivals.append(time.monotonic())
+            now = time.monotonic()
+            for message in self._consumer.consume(500, timeout=0.2):
+                if message.error() is None:
+                    self.arrivals.setdefault(message.partition(), []).append(now)
 
-    def stall_after(self, moment: float) -> float:
-        """Seconds from `moment` to the first committed record after it."""
-        later = [t for t in self.arrivals if t > moment]
-        return (later[0] - moment) if later else float("inf")
+    def first_after(self, partition: int, moment: float) -> float | None:
+        later = [t for t in self.arrivals.get(partition, []) if t > moment]
+        return later[0] if later else None
 
     def close(self) -> None:
         self._stop.set()
@@ -73,15 +76,24 @@ class CommittedWatcher:
         self._consumer.close()
 
 
+def read_committed_stall(committed: ArrivalWatcher, uncommitted: ArrivalWatcher, killed_at: float) -> float:
+    """The longest time, over partitions, between the replacement's first record (seen read_uncommitted) and
+    the first record a read_committed reader gets after the kill."""
+    stalls = []
+    for partition in uncommitted.arrivals:
+        new_output = uncommitted.first_after(partition, killed_at + 1.0)  # the killed process sends nothing
+        visible = committed.first_after(partition, killed_at + 1.0)
+        if new_output is not None and visible is not None:
+            stalls.append(max(0.0, visible - new_output))
+    return round(max(stalls), 1) if stalls else float("nan")
+
+
 def test_pod_deletion_kill_9_and_containerd_restart_lose_and_duplicate_nothing(
     cluster: Cluster, helm, kubectl, project_image, host_bootstrap: str  # type: ignore[no-untyped-def]
 ) -> None:
     with release(helm, kubectl, "zf", NAMESPACE, project_image):
         stalls = run_faults(cluster, kubectl, project_image, host_bootstrap)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps({**previous, **stalls}, indent=1))
-    print(f"measured: {stalls}")
+    record_measurements(stalls)
 
 
 def run_faults(cluster: Cluster, kubectl, project_image, host_bootstrap: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -92,8 +104,9 @@ def run_faults(cluster: Cluster, kubectl, project_image, host_bootstrap: str) ->
 
     files = json_logs()
     expected = sum(1 for path in files for _ in read_lines(path))
-    watcher = CommittedWatcher(host_bootstrap, "faults-normalized")
-    publisher = _publisher(host_bootstrap, "faults-raw", files, rate=6000)  # ~35 s of flow
+    committed = ArrivalWatcher(host_bootstrap, "faults-normalized", "read_committed")
+    uncommitted = ArrivalWatcher(host_bootstrap, "faults-normalized", "read_uncommitted")
+    publisher = _publisher(host_bootstrap, "faults-raw", files, rate=4000)  # ~52 s of flow
     stalls: dict[str, float] = {}
     try:
         time.sleep(6)
@@ -110,17 +123,26 @@ def run_faults(cluster: Cluster, kubectl, project_image, host_bootstrap: str) ->
         time.sleep(4)
         assert cluster.node is not None
         cluster.node.restart_containerd()
+        time.sleep(8)
+        # a crash that replaces the pod (a new name, so a new transactional.id): force-delete = SIGKILL
+        normalizer = wait_for("a running normalizer", lambda: pod_names(kubectl, NAMESPACE,
+                                                                         "faults-normalizer-enricher"), timeout=120)[0]
+        replaced_at = time.monotonic()
+        ok(kubectl("-n", NAMESPACE, "delete", "pod", normalizer, "--grace-period=0", "--force", "--wait=false"))
         summary = json.loads(publisher.communicate(timeout=300)[0].strip().splitlines()[-1])
         assert publisher.returncode == 0 and summary["records"] == expected
-        stalls["read_committed_stall_after_kill_9_s"] = round(watcher.stall_after(killed_at), 1)
+        claim = claim_directory(kubectl, NAMESPACE, "faults-parquet")
+        total, distinct, _types = wait_for(
+            "every record in Parquet", lambda: (r := parquet_rows(claim))[0] >= expected and r, timeout=300,
+            interval=5)
+        stalls["read_committed_stall_after_kill_9_s"] = read_committed_stall(committed, uncommitted, killed_at)
+        stalls["read_committed_stall_after_forced_replacement_s"] = read_committed_stall(
+            committed, uncommitted, replaced_at)
     finally:
         if publisher.poll() is None:
             publisher.kill()
-        watcher.close()
-
-    claim = claim_directory(kubectl, NAMESPACE, "faults-parquet")
-    total, distinct, _types = wait_for(
-        "every record in Parquet", lambda: (r := parquet_rows(claim))[0] >= expected and r, timeout=300, interval=5)
+        committed.close()
+        uncommitted.close()
     assert total == expected, f"{total} rows for {expected} published records"
     assert distinct == total, f"{total - distinct} duplicates by (partition, offset)"
     # the pods came back by themselves after every fault

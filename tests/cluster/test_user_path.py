@@ -7,20 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from tests.cluster.support import (
     ROOT,
+    SMALL,
     apply,
     claim_directory,
     count_topic,
     install_chart,
+    isolated,
     parquet_rows,
     pipeline_manifest,
+    pod_names,
+    pod_rss_mb,
     port_forward,
     publish,
+    record_measurements,
     wait_deployments,
 )
 from tests.infra.browser import chromium
@@ -62,6 +68,15 @@ def test_zeekpipeline_yaml_runs_every_real_record_to_parquet_once(
 ) -> None:
     apply(kubectl, NAMESPACE, pipeline_manifest(project_image))
     wait_deployments(kubectl, NAMESPACE, "dev")
+    pods = {service: pod_names(kubectl, NAMESPACE, f"dev-{service}")[0]
+            for service in ("normalizer-enricher", "parquet-writer", "health")}
+    time.sleep(10)
+    idle = pod_rss_mb(kubectl, NAMESPACE, list(pods.values()))
+    peak: dict[str, float] = {}
+
+    def sample() -> None:
+        for pod, mb in pod_rss_mb(kubectl, NAMESPACE, list(pods.values())).items():
+            peak[pod] = max(peak.get(pod, 0.0), mb)
 
     files = json_logs()
     expected = sum(1 for path in files for _ in read_lines(path))
@@ -69,11 +84,14 @@ def test_zeekpipeline_yaml_runs_every_real_record_to_parquet_once(
     bad.write_bytes(b"\n".join(MALFORMED) + b"\n")
     summary = publish(host_bootstrap, "zeek-raw", [*files, bad])
     assert summary["records"] == expected + len(MALFORMED)
+    sample()
 
     claim = claim_directory(kubectl, NAMESPACE, "dev-parquet")
     # the writer flushes every 60 s (zeekpipeline.yaml): wait for the last rows
-    rows = wait_for("every record in Parquet", lambda: (r := parquet_rows(claim))[0] >= expected and r,
+    rows = wait_for("every record in Parquet", lambda: (sample(), r := parquet_rows(claim))[1][0] >= expected and r,
                     timeout=300, interval=5)
+    record_measurements({f"rss_mb_idle_{service}": idle.get(pod, -1) for service, pod in pods.items()}
+                        | {f"rss_mb_flow_peak_{service}": peak.get(pod, -1) for service, pod in pods.items()})
     total, distinct, dns_types = rows
     assert total == expected, f"{total} rows for {expected} published records"
     assert distinct == total, f"{total - distinct} duplicates by (partition, offset)"
@@ -107,15 +125,25 @@ def test_zeekpipeline_yaml_runs_every_real_record_to_parquet_once(
 def test_helm_uninstall_leaves_no_pods_and_keeps_the_crd_and_the_data(
     cluster: Cluster, helm, kubectl, project_image  # type: ignore[no-untyped-def]
 ) -> None:
+    """A pipeline made from the chart's values: `helm uninstall` alone runs the pre-delete hook, which deletes
+    the pipeline while the operator still runs, so no pod is left; the CRD and the kept claim stay."""
     namespace = "zeek-uninstall"
-    install_chart(helm, "zu", namespace, project_image)
-    apply(kubectl, namespace, pipeline_manifest(project_image, name="gone"))
-    wait_deployments(kubectl, namespace, "gone")
-    claim = claim_directory(kubectl, namespace, "gone-parquet")
-    ok(helm("uninstall", "zu", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))
-    wait_for("no pods left", lambda: not json.loads(
-        kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"], timeout=180, interval=2)
-    assert kubectl("get", "crd", "zeekpipelines.zeek-pipeline.io").returncode == 0
-    # keepOnDelete: the claim (and so the data) stays
-    assert kubectl("-n", namespace, "get", "pvc", "gone-parquet").returncode == 0
-    assert claim.exists()
+    topics = isolated("gone")
+    pipeline = {"enabled": True, "normalizer": {"resources": SMALL}, "writer": {
+        "resources": SMALL, "storage": {"type": "pvc", "pvc": {"size": "1Gi", "keepOnDelete": True}}},
+        "kafka": {"bootstrapServers": ["redpanda.redpanda.svc.cluster.local:9092"],
+                  "topics": topics["kafka__topics"], "consumerGroups": topics["kafka__consumerGroups"]}}
+    install_chart(helm, "zu", namespace, project_image, "--set-json", f"pipeline={json.dumps(pipeline)}")
+    try:
+        wait_deployments(kubectl, namespace, "zu-zeek-pipeline")
+        claim = claim_directory(kubectl, namespace, "zu-zeek-pipeline-parquet")
+        ok(helm("uninstall", "zu", "-n", namespace, "--wait", "--timeout", "3m", timeout=300))
+        wait_for("no pods left", lambda: not json.loads(
+            kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"], timeout=180, interval=2)
+        assert kubectl("get", "crd", "zeekpipelines.zeek-pipeline.io").returncode == 0
+        assert kubectl("-n", namespace, "get", "zp", "-o", "name").stdout.strip() == ""
+        # keepOnDelete: the claim (and so the data) stays
+        assert kubectl("-n", namespace, "get", "pvc", "zu-zeek-pipeline-parquet").returncode == 0
+        assert claim.exists()
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false")

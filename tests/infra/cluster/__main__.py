@@ -85,6 +85,8 @@ def up(workdir: Path, with_kafka: bool, timeout: float) -> int:
     print(f"cluster: ready in {summary['started_in_s']}s")
     print(f"export KUBECONFIG={Path(summary['kubeconfig']).resolve()}")
     print(f"image: {summary['image']}")
+    if summary.get("docker_host"):
+        print(f"export DOCKER_HOST={summary['docker_host']}    # for skaffold (podman's API over buildah's images)")
     if summary["kafka"]:
         print(f"broker: {summary['kafka']['in_cluster']} (in the cluster), {summary['kafka']['host']} (this machine)")
     return 0

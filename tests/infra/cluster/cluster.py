@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 from tests.infra.cluster import host
 from tests.infra.cluster.node import NODE_NAME, Node
-from tests.infra.kube import CACHE_ROOT, ControlPlane, ControlPlaneError, ensure_binaries, run_kubectl
+from tests.infra.kube import CACHE_ROOT, ControlPlane, ControlPlaneError, _Proc, ensure_binaries, run_kubectl, spawn
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN_DIR = Path("/run/zeek-pipeline-cluster")
@@ -38,6 +39,10 @@ KAFKA_VERSION = "4.1.1"
 IN_CLUSTER_BOOTSTRAP = "redpanda.redpanda.svc.cluster.local:9092"
 HOST_BOOTSTRAP = "127.0.0.1:19092"
 KUBE_CONTEXT = "zeek-local"
+# A Docker-compatible API over the images buildah built (podman's API service): skaffold's local builder
+# asks a Docker daemon about the image its custom build made; there is none on this machine.
+DOCKER_SOCKET = RUN_DIR / "docker.sock"
+BUILDAH_STORE = CACHE_ROOT / "buildah"
 CONTAINERD_ROOT = CACHE_ROOT / "containerd"
 
 
@@ -108,6 +113,7 @@ class Cluster:
         self.control_plane: ControlPlane | None = None
         self.node: Node | None = None
         self.state: host.HostState | None = None
+        self._image_api: _Proc | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Cluster:
             self._timed("images imported", self._import_images)
             self._timed("node ready", self._wait_node_ready)
             self._timed("add-ons", self._apply_addons)
+            self._start_image_api()
         except BaseException:
             self.stop()
             raise
@@ -142,6 +149,9 @@ class Cluster:
     def stop(self) -> list[str]:
         """Stop every process by PID and restore the host; returns what could not be restored."""
         problems: list[str] = []
+        if self._image_api is not None:
+            self._image_api.stop(10)
+            self._image_api = None
         if self.node is not None:
             self.node.stop()
             self.node = None
@@ -206,6 +216,18 @@ class Cluster:
             on_spawn=self.state.started,
         )
         self.node.start()
+
+    def _start_image_api(self) -> None:
+        """podman's Docker-compatible API on DOCKER_SOCKET, over buildah's image store (for skaffold)."""
+        if shutil.which("podman") is None:
+            return
+        assert self.state is not None
+        log = self.workdir / "logs" / "image-api.log"
+        proc = spawn("image-api", ["podman", "--root", str(BUILDAH_STORE / "root"), "--runroot",
+                                   "/run/zeek-pipeline-buildah", "--storage-driver", "overlay", "system", "service",
+                                   "--time=0", f"unix://{DOCKER_SOCKET}"], log, self.workdir)
+        self._image_api = proc
+        self.state.started("image-api", proc.popen.pid)
 
     def _import_images(self) -> None:
         """Import what containerd does not have yet; older builds of the project's image are removed."""
@@ -289,6 +311,7 @@ class Cluster:
             "started_in_s": round(self.started_in, 1),
             "timings_s": self.timings,
             "bin_dir": str(self.bin_dir),
+            "docker_host": f"unix://{DOCKER_SOCKET}" if self._image_api is not None else None,
         }
 
     def write_summary(self) -> Path:
