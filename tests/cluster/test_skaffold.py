@@ -30,9 +30,17 @@ def test_skaffold_run_builds_imports_and_deploys_the_dev_setup(
            "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}", "SKAFFOLD_UPDATE_CHECK": "false",
            **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
     ok(kubectl("create", "namespace", "skaffold-dev"))
+    try:
+        run_and_delete(skaffold, env, kubectl)
+    finally:
+        kubectl("delete", "namespace", "skaffold-dev", "--wait=false")
+
+
+def run_and_delete(skaffold: Path, env: dict[str, str], kubectl) -> None:  # type: ignore[no-untyped-def]
     # --cache-artifacts=false: a cache hit skips the custom build, and with it the import into containerd
-    run = subprocess.run([str(skaffold), "run", "--cache-artifacts=false", "--digest-source=tag", "--status-check=true", "--port-forward=off",
-                          "--interactive=false", "--namespace=skaffold-dev"],
+    run = subprocess.run([str(skaffold), "run", "--cache-artifacts=false", "--digest-source=tag",
+                          "--status-check=true", "--port-forward=off", "--interactive=false",
+                          "--namespace=skaffold-dev"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     ok(run)
     assert "Build [zeek-pipeline] succeeded" in run.stdout, run.stdout[-3000:]
