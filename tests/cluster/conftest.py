@@ -7,7 +7,6 @@ outside, as a user would check it: kubectl, helm, the published records, the Par
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.infra.cluster.cluster import HOST_BOOTSTRAP, Cluster
+from tests.infra.helm import helm_runner
 
 CLUSTER_DIR = Path(__file__).resolve().parent
 ROOT = CLUSTER_DIR.parents[1]
@@ -60,20 +60,7 @@ def kubectl(cluster: Cluster) -> Run:
 @pytest.fixture(scope="session")
 def helm(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """`helm(*args)` against the cluster, with its own Helm config, cache and data directories."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(cluster.bin_dir / "helm"), *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, check=False)
-
-    return run
+    return helm_runner(cluster.bin_dir, cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"), 300)
 
 
 @pytest.fixture(scope="session")

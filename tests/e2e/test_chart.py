@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tests.infra.go_tools import go_tool
+from tests.infra.helm import helm_runner
 from tests.infra.kube import K8S_VERSION
 from tests.infra.waiting import ok, wait_for
 
@@ -68,20 +69,7 @@ def docs(text: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def helm(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """`helm(*args)` against the test cluster, with its own (empty) Helm config, cache and data dirs."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kube.kubeconfig),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-
-    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(Path(kube.bin_dir) / "helm"), *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, check=False)
-
-    return run
+    return helm_runner(Path(kube.bin_dir), Path(kube.kubeconfig), tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="module")
