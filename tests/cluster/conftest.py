@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.cluster.support import record_measurements
 from tests.infra.cluster.cluster import HOST_BOOTSTRAP, Cluster
 from tests.infra.helm import helm_runner
 
@@ -44,6 +45,8 @@ def cluster() -> Iterator[Cluster]:
         instance.start()
         sys.stderr.write(f"\ncluster ready in {instance.started_in:.1f}s {instance.timings}\n")
         instance.write_summary()
+        record_measurements({"cluster_ready_s": round(instance.started_in, 1),
+                             **{f"cluster_{step.replace(' ', '_')}_s": t for step, t in instance.timings.items()}})
         yield instance
     finally:
         problems = instance.stop()
