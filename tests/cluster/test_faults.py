@@ -76,6 +76,14 @@ class ArrivalWatcher:
         self._consumer.close()
 
 
+def read_committed_gap(committed: ArrivalWatcher, killed_at: float) -> float:
+    """The longest time, over partitions, from the kill to the first record a read_committed reader gets after
+    it: the replacement's start, its wait for the partitions (the group's session timeout after a crash) and
+    any stall from the killed instance's open transaction."""
+    gaps = [t - killed_at for p in committed.arrivals if (t := committed.first_after(p, killed_at + 1.0))]
+    return round(max(gaps), 1) if gaps else float("nan")
+
+
 def read_committed_stall(committed: ArrivalWatcher, uncommitted: ArrivalWatcher, killed_at: float) -> float:
     """The longest time, over partitions, between the replacement's first record (seen read_uncommitted) and
     the first record a read_committed reader gets after the kill."""
@@ -138,6 +146,8 @@ def run_faults(cluster: Cluster, kubectl, project_image, host_bootstrap: str) ->
         stalls["read_committed_stall_after_kill_9_s"] = read_committed_stall(committed, uncommitted, killed_at)
         stalls["read_committed_stall_after_forced_replacement_s"] = read_committed_stall(
             committed, uncommitted, replaced_at)
+        stalls["read_committed_gap_after_kill_9_s"] = read_committed_gap(committed, killed_at)
+        stalls["read_committed_gap_after_forced_replacement_s"] = read_committed_gap(committed, replaced_at)
     finally:
         if publisher.poll() is None:
             publisher.kill()
