@@ -27,6 +27,7 @@ from tests.cluster.support import (
     port_forward,
     publish,
     record_measurements,
+    release,
     wait_deployments,
 )
 from tests.infra.browser import chromium
@@ -40,9 +41,8 @@ MALFORMED = [b"this is not json", b'{"conn": "not an object"}', b'{"_path": "con
 
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, helm, kubectl, project_image):  # type: ignore[no-untyped-def]
-    install_chart(helm, "zp", NAMESPACE, project_image)
-    yield
-    ok(helm("uninstall", "zp", "-n", NAMESPACE, "--wait", "--timeout", "3m", timeout=300))
+    with release(helm, kubectl, "zp", NAMESPACE, project_image):
+        yield
 
 
 def test_operator_pod_runs_from_the_built_image_with_the_current_sources(
@@ -132,7 +132,8 @@ def test_helm_uninstall_leaves_no_pods_and_keeps_the_crd_and_the_data(
     pipeline = {"enabled": True, "normalizer": {"resources": SMALL}, "writer": {
         "resources": SMALL, "storage": {"type": "pvc", "pvc": {"size": "1Gi", "keepOnDelete": True}}},
         "kafka": {"bootstrapServers": ["redpanda.redpanda.svc.cluster.local:9092"],
-                  "topics": topics["kafka__topics"], "consumerGroups": topics["kafka__consumerGroups"]}}
+                  "topics": topics["kafka__topics"], "consumerGroups": topics["kafka__consumerGroups"],
+                  "createTopics": {"enabled": True, "partitions": 2}}}
     install_chart(helm, "zu", namespace, project_image, "--set-json", f"pipeline={json.dumps(pipeline)}")
     try:
         wait_deployments(kubectl, namespace, "zu-zeek-pipeline")
