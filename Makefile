@@ -59,8 +59,12 @@ s3:  ## build the S3-compatible test server (SeaweedFS) from the Go module proxy
 
 infra: system-deps kafka k8s s3 tools  ## everything the tests need (cached under ~/.cache/zeek-pipeline)
 
-test: venv infra  ## every test: unit, integration, e2e and the cluster tier (starts its own Kafka, S3, Kubernetes)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The Kubernetes binaries, Go tools and images build in the background (scripts/prebuild.sh) while the unit
+# and integration tests run; the e2e and cluster tiers come last (pyproject's testpaths) and wait for them.
+test: venv system-deps kafka s3  ## every test: unit, integration, browser, e2e, cluster tier (own Kafka, S3, Kubernetes)
+	@mkdir -p $(CACHE); bash scripts/prebuild.sh > $(CACHE)/prebuild.log 2>&1 & prebuild=$$!; \
+	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	  wait $$prebuild || echo "prebuild: see $(CACHE)/prebuild.log"; exit $$status
 
 test-cluster: venv infra  ## only the cluster tier (a real single-node Kubernetes with the project's image)
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)

@@ -26,6 +26,10 @@
 # host's CA bundle, pip.conf and a uv.toml (native TLS) mounted for that step only: nothing of them is
 # baked into an image.
 set -euo pipefail
+# One build at a time (make test's background prebuild and a fixture may both ask): wait for the other.
+mkdir -p "${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
+exec 9>"${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}/.cluster-images.lock"
+flock 9
 
 CACHE_ROOT="${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -13,6 +13,10 @@
 # Binaries land in $ZEEK_PIPELINE_CACHE (default ~/.cache/zeek-pipeline)/<tool dir>/bin/, Go's caches in
 # $ZEEK_PIPELINE_CACHE/go/{mod,build}. Progress goes to stderr.
 set -euo pipefail
+# One build at a time (make test's background prebuild and a fixture may both ask): wait for the other.
+mkdir -p "${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
+exec 9>"${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}/.go-tools.lock"
+flock 9
 
 CACHE_ROOT="${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -17,6 +17,10 @@
 # is printed as the last line on stdout. Re-running with the binaries present
 # does nothing. Progress goes to stderr.
 set -euo pipefail
+# One build at a time (make test's background prebuild and a fixture may both ask): wait for the other.
+mkdir -p "${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
+exec 9>"${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}/.k8s-binaries.lock"
+flock 9
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
