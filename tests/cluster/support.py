@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from confluent_kafka import Consumer, TopicPartition
-from tests.infra.cluster.cluster import Cluster
+from tests.infra.cluster.cluster import Cluster, rollout_failure
 from tests.infra.waiting import ok, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,13 +126,8 @@ def apply(kubectl: Run, namespace: str, manifest: dict[str, Any]) -> None:
 
 
 def rollout(kubectl: Run, namespace: str, deployment: str, timeout: int = 300) -> None:
-    result = kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
-                     timeout=timeout + 30)
-    if result.returncode != 0:
-        pods = kubectl("-n", namespace, "get", "pods", "-o", "wide").stdout
-        describe = kubectl("-n", namespace, "describe", "deployment", deployment).stdout[-3000:]
-        events = kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp").stdout[-4000:]
-        raise AssertionError(f"{deployment} did not roll out: {result.stderr}\n{pods}\n{describe}\n{events}")
+    failure = rollout_failure(kubectl, namespace, deployment, timeout)
+    assert failure is None, failure
 
 
 def wait_deployments(kubectl: Run, namespace: str, pipeline: str, timeout: int = 300) -> None:

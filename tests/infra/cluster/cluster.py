@@ -78,6 +78,19 @@ def build_images() -> dict[str, str]:
     return images
 
 
+def rollout_failure(kubectl: Any, namespace: str, deployment: str, timeout: float) -> str | None:
+    """`kubectl rollout status` of a Deployment; None when it rolled out, else what a person needs to see why
+    not (the pods, the Deployment, the namespace's latest events)."""
+    result = kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 30)
+    if result.returncode == 0:
+        return None
+    pods = kubectl("-n", namespace, "get", "pods", "-o", "wide").stdout
+    describe = kubectl("-n", namespace, "describe", "deployment", deployment).stdout[-3000:]
+    events = kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp").stdout[-4000:]
+    return f"deployment {namespace}/{deployment} did not roll out: {result.stderr}\n{pods}\n{describe}\n{events}"
+
+
 def _owner_alive() -> int | None:
     with contextlib.suppress(OSError, ValueError):
         pid = int(LOCK.read_text().strip())
@@ -280,12 +293,9 @@ class Cluster:
         return run_kubectl(self.bin_dir, self.kubeconfig, *args, input=input, timeout=timeout)
 
     def rollout(self, namespace: str, deployment: str, timeout: float = 240) -> None:
-        result = self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}",
-                              f"--timeout={int(timeout)}s", timeout=timeout + 30)
-        if result.returncode != 0:
-            pods = self.kubectl("-n", namespace, "get", "pods", "-o", "wide").stdout
-            events = self.kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp").stdout[-3000:]
-            raise ClusterError(f"deployment {namespace}/{deployment} not ready: {result.stderr}\n{pods}\n{events}")
+        failure = rollout_failure(self.kubectl, namespace, deployment, timeout)
+        if failure:
+            raise ClusterError(failure)
 
     def wait_for(self, check: Any, timeout: float, what: str, logs: tuple[str, ...] = ()) -> None:
         deadline = time.monotonic() + timeout
