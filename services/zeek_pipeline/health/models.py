@@ -173,6 +173,8 @@ class Reject(_Model):
     reason: str
     detail: str
     source: str
+    log_type: str = Field("", description="the Zeek log type when it could be read, else empty")
+    preview: str = Field("", description="the first bytes of the original message, non-printables escaped")
 
 
 class Rejects(_Model):
@@ -195,6 +197,55 @@ class FileWritten(_Model):
 class Files(_Model):
     generated_at: float
     recent: list[FileWritten]
+
+
+class FlowPoint(_Model):
+    at: float
+    in_eps: float
+    out_eps: float
+    rejected_eps: float
+
+
+class FlowRow(_Model):
+    """One Zeek log type: totals since the live instances started, rates over the last minute, and a series."""
+
+    log_type: str
+    in_total: int = Field(description="records the normalizer read with this type")
+    out_total: int = Field(description="rows the writer wrote (the normalizer's output when no writer reports)")
+    rejected_total: int = Field(description="records of this type sent to a dead-letter topic")
+    in_eps: float
+    out_eps: float
+    rejected_eps: float
+    points: list[FlowPoint] = Field(description="rates between the health service's samples, oldest first")
+
+
+class Flows(_Model):
+    generated_at: float
+    window_seconds: float = Field(description="how far back `points` and the rates can reach")
+    rows: list[FlowRow]
+
+
+class LakeCell(_Model):
+    hour: str = Field(description="event hour, YYYY-MM-DDTHH (UTC), the Hive partition")
+    rows: int
+    files: int
+    bytes: int
+
+
+class LakeRow(_Model):
+    log_type: str
+    rows: int
+    files: int
+    bytes: int
+    hours: list[LakeCell]
+
+
+class Lake(_Model):
+    """What the running writers wrote per log type and event hour since they started (newest hours first)."""
+
+    generated_at: float
+    hours: list[str]
+    rows: list[LakeRow]
 
 
 class Config(_Model):

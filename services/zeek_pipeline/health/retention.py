@@ -33,8 +33,12 @@ MAX_ASSIGNED = 256
 MAX_RECENT_PER_INSTANCE = 20
 MAX_ERROR_CHARS = 1000
 # The keys a recent reject / file entry may keep, with the length each string is clipped to.
-REJECT_FIELDS = {"at": 0, "reason": 200, "detail": 500, "source": 300}
+REJECT_FIELDS = {"at": 0, "reason": 200, "detail": 500, "source": 300, "log_type": 64, "preview": 240}
 FILE_FIELDS = {"at": 0, "path": 1000, "log_type": 64, "rows": 0, "bytes": 0}
+LAKE_FIELDS = {"log_type": 64, "hour": 13, "rows": 0, "files": 0, "bytes": 0}
+MAX_LOG_TYPES = 96
+MAX_LAKE_CELLS = MAX_LOG_TYPES * 12
+FLOW_DIRECTIONS = ("in", "out", "rejected")
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,23 @@ def _scalar(value: Any, limit: int) -> Any:
     return clip(value if isinstance(value, str) else str(value), limit or 64)
 
 
-def _entries(items: list[dict[str, Any]], fields: dict[str, int]) -> list[dict[str, Any]]:
-    return [{name: _scalar(entry.get(name), limit) for name, limit in fields.items()}
-            for entry in items[:MAX_RECENT_PER_INSTANCE] if isinstance(entry, dict)]
+def _entries(items: list[dict[str, Any]], fields: dict[str, int],
+             limit: int = MAX_RECENT_PER_INSTANCE) -> list[dict[str, Any]]:
+    return [{name: _scalar(entry.get(name), size) for name, size in fields.items()}
+            for entry in items[:limit] if isinstance(entry, dict)]
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def flow_counts(log_types: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """At most MAX_LOG_TYPES log types, each with non-negative in/out/rejected counts; anything else dropped."""
+    kept: dict[str, dict[str, int]] = {}
+    for name, row in list(log_types.items())[:MAX_LOG_TYPES]:
+        if isinstance(row, dict):
+            kept[clip(name, 64)] = {d: _count(row.get(d)) for d in FLOW_DIRECTIONS}
+    return kept
 
 
 def trim(record: StatusRecord) -> StatusRecord:
@@ -84,6 +102,8 @@ def trim(record: StatusRecord) -> StatusRecord:
         "assigned": record.assigned[:MAX_ASSIGNED],
         "recent_rejects": _entries(record.recent_rejects, REJECT_FIELDS),
         "recent_files": _entries(record.recent_files, FILE_FIELDS),
+        "log_types": flow_counts(record.log_types),
+        "lake": _entries(record.lake, LAKE_FIELDS, MAX_LAKE_CELLS),
         "last_error": None if record.last_error is None else clip(record.last_error, MAX_ERROR_CHARS),
         "extra": {},
     })

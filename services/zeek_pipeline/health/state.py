@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from zeek_pipeline.health.flows import FlowHistory, lake_view
 from zeek_pipeline.health.history import History
 from zeek_pipeline.health.lag import GroupSpec, LagMonitor, LagSnapshot
 from zeek_pipeline.health.models import (
@@ -24,7 +25,9 @@ from zeek_pipeline.health.models import (
     Config,
     Files,
     FileWritten,
+    Flows,
     Lag,
+    Lake,
     PartitionRef,
     Pipeline,
     Probe,
@@ -131,6 +134,7 @@ class HealthState:
         self.settings = settings
         self.sources = sources
         self.history = History()
+        self.flow_history = FlowHistory()
         self.started_at = sources.clock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -159,7 +163,10 @@ class HealthState:
                 log.exception("history sample failed")
 
     def sample(self) -> ThroughputPoint:
-        return self.history.sample(self.sources.clock(), self.components_now(self.sources.clock()))
+        now = self.sources.clock()
+        status = self.sources.status.snapshot()
+        self.flow_history.sample(now, [item.record for item in status.records.values()])
+        return self.history.sample(now, self.components_now(now, status))
 
     # --- views --------------------------------------------------------------------------------
     def components_now(self, now: float, status: StatusSnapshot | None = None) -> list[Component]:
@@ -250,7 +257,9 @@ class HealthState:
                 if isinstance(entry, dict):
                     recent.append(Reject(at=finite(entry.get("at")), component=r.component, instance=r.instance,
                                          reason=text(entry.get("reason"), 200), detail=text(entry.get("detail"), 500),
-                                         source=text(entry.get("source"), 300)))
+                                         source=text(entry.get("source"), 300),
+                                         log_type=text(entry.get("log_type"), 64),
+                                         preview=text(entry.get("preview"), 240)))
         recent.sort(key=lambda x: x.at or 0.0, reverse=True)
         return Rejects(generated_at=self.sources.clock(), total=total,
                        by_reason=dict(by_reason.most_common(MAX_REASONS * 2)), recent=recent[:limit])
@@ -267,6 +276,12 @@ class HealthState:
                                               rows=whole(entry.get("rows")), bytes=whole(entry.get("bytes"))))
         recent.sort(key=lambda x: x.at or 0.0, reverse=True)
         return Files(generated_at=self.sources.clock(), recent=recent[:limit])
+
+    def flows(self) -> Flows:
+        return self.flow_history.view(self.sources.clock(), [item.record for item in self._records()])
+
+    def lake(self, hours: int) -> Lake:
+        return lake_view(self.sources.clock(), (item.record for item in self._records()), hours)
 
     def config(self) -> Config:
         return Config(config_hash=self.settings.config_hash(), settings=redacted_settings(self.settings))

@@ -129,12 +129,16 @@ def _lag_reasons(lag: Lag) -> list[Reason]:
         if group.error:
             reasons.append(Reason(severity="info", subject=group.group, text=f"{group.group}: {group.error}"))
         for topic in group.topics:
-            if topic.growing_for_seconds >= LAG_GROWING_ALERT_SECONDS:
-                behind = f", {topic.lag} behind" if topic.lag is not None else ""
-                reasons.append(Reason(
-                    severity="degraded", subject=topic.topic,
-                    text=f"lag on {topic.topic} growing for {duration(topic.growing_for_seconds)} "
-                         f"({group.role}{behind})"))
+            if topic.growing_for_seconds <= 0:
+                continue
+            behind = f", {topic.lag} behind" if topic.lag is not None else ""
+            alert = topic.growing_for_seconds >= LAG_GROWING_ALERT_SECONDS
+            # Said even below the alert threshold, so the verdict never contradicts the lag table.
+            reasons.append(Reason(
+                severity="degraded" if alert else "info", subject=topic.topic,
+                text=f"lag on {topic.topic} growing for {duration(topic.growing_for_seconds)} "
+                     f"({group.role}{behind})" + ("" if alert else
+                                                   f"; degraded after {duration(LAG_GROWING_ALERT_SECONDS)}")))
     return reasons
 
 

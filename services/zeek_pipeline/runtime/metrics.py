@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
+
+from zeek_pipeline.runtime.flows import OTHER, UNKNOWN, Direction, LakeTally, LogTypeFlows, preview
 
 RATE_WINDOW_SECONDS = 60.0
 
@@ -44,6 +47,8 @@ class ServiceMetrics:
         self.reject_reasons: Counter[str] = Counter()
         self.recent_rejects = RecentItems()
         self.recent_files = RecentItems()
+        self.flows = LogTypeFlows()
+        self.lake = LakeTally()
         self.buffer_pct: float | None = None
         self.last_error: str | None = None
         labels = ["component"]
@@ -54,6 +59,9 @@ class ServiceMetrics:
         }
         self._prom_rejects = PromCounter("zeek_pipeline_rejects_by_reason", "Rejected records by reason",
                                          ["component", "reason"], registry=self.registry)
+        self._prom_log_types = PromCounter("zeek_pipeline_log_type_records", "Records per Zeek log type and "
+                                           "direction (in, out, rejected)", ["component", "log_type", "direction"],
+                                           registry=self.registry)
         self._prom_buffer = Gauge("zeek_pipeline_buffer_usage_ratio", "Share of the buffer budget in use",
                                   labels, registry=self.registry)
         self._prom_lag = Gauge("zeek_pipeline_consumer_lag", "Records behind the high watermark",
@@ -68,12 +76,24 @@ class ServiceMetrics:
             self._totals[name] += amount
         self._prom_totals[name].labels(self.component).inc(amount)
 
-    def reject(self, reason: str, detail: str, source: str) -> None:
+    def log_types(self, direction: Direction, counts: Mapping[str, int]) -> None:
+        """Count records per Zeek log type; the label set stays bounded like the status tally."""
+        self.flows.add(direction, counts)
+        known = self.flows.snapshot()
+        for log_type, amount in counts.items():
+            if amount > 0:
+                label = (log_type or UNKNOWN) if (log_type or UNKNOWN) in known else OTHER
+                self._prom_log_types.labels(self.component, label, direction).inc(amount)
+
+    def reject(self, reason: str, detail: str, source: str, *, log_type: str = "", raw: bytes | None = None) -> None:
+        """One rejected record: its reason, where it came from and, when the bytes are at hand, a safe preview."""
         self.add("rejected")
         with self._lock:
             self.reject_reasons[reason] += 1
         self._prom_rejects.labels(self.component, reason).inc()
-        self.recent_rejects.add({"at": time.time(), "reason": reason, "detail": detail[:500], "source": source})
+        self.log_types("rejected", {log_type: 1})
+        self.recent_rejects.add({"at": time.time(), "reason": reason, "detail": detail[:500], "source": source,
+                                 "log_type": log_type, "preview": preview(raw)})
 
     def error(self, message: str) -> None:
         self.add("errors")
@@ -82,6 +102,8 @@ class ServiceMetrics:
     def file_written(self, path: str, log_type: str, rows: int, size: int) -> None:
         self.add("files")
         self.add("bytes_written", size)
+        self.log_types("out", {log_type: rows})
+        self.lake.add(path, log_type, rows, size)
         self.recent_files.add({"at": time.time(), "path": path, "log_type": log_type, "rows": rows, "bytes": size})
 
     def set_buffer(self, pct: float | None) -> None:

@@ -193,6 +193,8 @@ class ServiceRuntime:
             reject_reasons=dict(self.metrics.reject_reasons),
             recent_rejects=self.metrics.recent_rejects.snapshot(),
             recent_files=self.metrics.recent_files.snapshot(),
+            log_types=self.metrics.flows.snapshot(),
+            lake=self.metrics.lake.snapshot(),
             last_error=self.metrics.last_error,
             extra=self._status_extra() if self._status_extra else {},
         )

@@ -55,6 +55,8 @@ class StatusRecord(BaseModel):
     reject_reasons: dict[str, int] = Field(default_factory=dict)
     recent_rejects: list[dict[str, Any]] = Field(default_factory=list)
     recent_files: list[dict[str, Any]] = Field(default_factory=list)
+    log_types: dict[str, dict[str, int]] = Field(default_factory=dict)  # log type -> {in, out, rejected}
+    lake: list[dict[str, Any]] = Field(default_factory=list)  # {log_type, hour, rows, files, bytes} written
     last_error: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from zeek_pipeline.health.models import ComponentList, Config, Files, Lag, Pipeline, Rejects
+from zeek_pipeline.health.models import ComponentList, Config, Files, Flows, Lag, Lake, Pipeline, Rejects
 from zeek_pipeline.health.routes.deps import StateDep
 from zeek_pipeline.health.state import MAX_LIMIT
 
@@ -37,6 +37,16 @@ def rejects(state: StateDep, limit: Limit = 50) -> Rejects:
 @router.get("/files", response_model=Files, summary="The latest Parquet files written")
 def files(state: StateDep, limit: Limit = 50) -> Files:
     return state.files(limit)
+
+
+@router.get("/flows", response_model=Flows, summary="Records in, out and rejected per Zeek log type, with rates")
+def flows(state: StateDep) -> Flows:
+    return state.flows()
+
+
+@router.get("/lake", response_model=Lake, summary="Rows, files and bytes written per log type and event hour")
+def lake(state: StateDep, hours: Annotated[int, Query(ge=1, le=12, description="newest event hours")] = 6) -> Lake:
+    return state.lake(hours)
 
 
 @router.get("/config", response_model=Config, summary="The effective settings, secrets masked")

@@ -16,14 +16,17 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 @router.get("/", response_class=HTMLResponse, summary="The dashboard")
 def dashboard(request: Request, state: StateDep) -> HTMLResponse:
     pipeline = state.pipeline()
+    flows = state.flows()
     context = {
         "pipeline": pipeline,
         "lag": state.lag(),
         "rejects": state.rejects(20),
         "files": state.files(20),
+        "flows": flows,
+        "lake": state.lake(6),
         "config": state.config(),
         # The script starts from the same data the server rendered; tojson escapes <, >, & and quotes.
-        "initial": {"pipeline": pipeline.model_dump(mode="json")},
+        "initial": {"pipeline": pipeline.model_dump(mode="json"), "flows": flows.model_dump(mode="json")},
     }
     response: HTMLResponse = request.app.state.templates.TemplateResponse(request, "index.html", context)
     response.headers["Content-Security-Policy"] = CSP

@@ -69,6 +69,11 @@
   }
   function byId(id) { return document.getElementById(id); }
 
+  // The "all ok" line claims no growing lag only when no reason (not even an info one) says otherwise.
+  function okLine(reasons) {
+    return "All components report ok" + (reasons.length ? "." : " and no lag is growing.");
+  }
+
   // --- sections -----------------------------------------------------------------------------------
   function card(c) {
     var list = el("dl", null);
@@ -117,7 +122,7 @@
     byId("updated").textContent = clock(p.generated_at);
 
     var reasons = p.verdict.reasons.map(function (r) { return el("li", {"class": "sev-" + r.severity}, r.text); });
-    if (!reasons.length) reasons = [el("li", {"class": "sev-ok"}, "All components report ok and no lag is growing.")];
+    if (p.verdict.state === "ok") reasons.unshift(el("li", {"class": "sev-ok"}, okLine(p.verdict.reasons)));
     replaceChildren(byId("reasons"), reasons);
 
     byId("unreachable").hidden = p.unreachable.length === 0;
@@ -168,10 +173,12 @@
   function renderRejects(r) {
     byId("rejects-total").textContent = number(r.total) + " in total";
     var rows = r.recent.map(function (x) {
-      return el("tr", null, el("td", null, clock(x.at)), el("td", null, x.component), el("td", null, x.reason),
-        el("td", {"class": "detail", title: x.source}, x.detail));
+      return el("tr", null, el("td", null, clock(x.at)), el("td", null, x.component),
+        el("td", null, x.reason, x.log_type ? " " : null, x.log_type ? el("span", {"class": "sub"}, x.log_type) : null),
+        el("td", {"class": "detail", title: x.source}, x.detail),
+        el("td", null, el("code", {"class": "preview"}, x.preview)));
     });
-    if (!rows.length) rows = [el("tr", null, el("td", {colspan: 4, "class": "empty"}, "none"))];
+    if (!rows.length) rows = [el("tr", null, el("td", {colspan: 5, "class": "empty"}, "none"))];
     replaceChildren(byId("reject-rows"), rows);
   }
 
@@ -182,6 +189,55 @@
     });
     if (!rows.length) rows = [el("tr", null, el("td", {colspan: 5, "class": "empty"}, "none"))];
     replaceChildren(byId("file-rows"), rows);
+  }
+
+  function sparkline(node, points) {
+    var W = 120, H = 24;
+    var max = points.reduce(function (m, p) { return Math.max(m, p.in_eps, p.out_eps); }, 0) || 1;
+    var first = points.length ? points[0].at : 0, last = points.length ? points[points.length - 1].at : 1;
+    var span = Math.max(last - first, 1);
+    function coords(key) {
+      return points.map(function (p) {
+        return (W * (p.at - first) / span).toFixed(1) + "," + (H - 1 - (H - 2) * p[key] / max).toFixed(1);
+      }).join(" ");
+    }
+    replaceChildren(node, points.length < 2 ? [] : [
+      svg("polyline", {points: coords("in_eps"), "class": "series-in"}),
+      svg("polyline", {points: coords("out_eps"), "class": "series-out"})]);
+  }
+
+  function renderFlows(f) {
+    var rows = f.rows.map(function (x) {
+      var spark = svg("svg", {"class": "spark", viewBox: "0 0 120 24", role: "img",
+        "aria-label": x.log_type + " in and out over time"});
+      sparkline(spark, x.points);
+      return el("tr", {"data-log-type": x.log_type}, el("td", null, x.log_type),
+        el("td", {"class": "n"}, number(x.in_eps, 1)), el("td", {"class": "n"}, number(x.out_eps, 1)),
+        el("td", {"class": "n"}, number(x.rejected_eps, 2)), el("td", {"class": "n"}, number(x.in_total)),
+        el("td", {"class": "n"}, number(x.out_total)),
+        el("td", {"class": x.rejected_total ? "n warn" : "n"}, number(x.rejected_total)), el("td", null, spark));
+    });
+    if (!rows.length) rows = [el("tr", null, el("td", {colspan: 8, "class": "empty"}, "nothing has flowed yet"))];
+    replaceChildren(byId("flow-rows"), rows);
+  }
+
+  function lakeCell(c) {
+    return el("td", {"class": "n"}, number(c.rows), el("span", {"class": "sub"}, " \u00b7 " + c.files + " \u00b7 " + size(c.bytes)));
+  }
+
+  function renderLake(lake) {
+    replaceChildren(byId("lake-head"), [el.apply(null, ["tr", null, el("th", null, "log type")].concat(
+      lake.hours.map(function (h) { return el("th", {"class": "n"}, h.replace("T", " ") + "h"); }),
+      [el("th", {"class": "n"}, "total")]))]);
+    var rows = lake.rows.map(function (row) {
+      var cells = lake.hours.map(function (h) {
+        var cell = row.hours.filter(function (c) { return c.hour === h; })[0];
+        return cell ? lakeCell(cell) : el("td", {"class": "n"}, "\u2013");
+      });
+      return el.apply(null, ["tr", null, el("td", null, row.log_type)].concat(cells, [lakeCell(row)]));
+    });
+    if (!rows.length) rows = [el("tr", null, el("td", {colspan: lake.hours.length + 2, "class": "empty"}, "no file written yet"))];
+    replaceChildren(byId("lake-rows"), rows);
   }
 
   // --- the chart ----------------------------------------------------------------------------------
@@ -247,12 +303,14 @@
 
   function refresh() {
     Promise.all([getJSON("api/v1/pipeline"), getJSON("api/v1/lag"), getJSON("api/v1/rejects?limit=20"),
-      getJSON("api/v1/files?limit=20")])
+      getJSON("api/v1/files?limit=20"), getJSON("api/v1/flows"), getJSON("api/v1/lake?hours=6")])
       .then(function (results) {
         renderPipeline(results[0]);
         renderLag(results[1]);
         renderRejects(results[2]);
         renderFiles(results[3]);
+        renderFlows(results[4]);
+        renderLake(results[5]);
         byId("offline").hidden = true;
         body.setAttribute("data-refreshed", String(Date.now()));
       })
@@ -266,5 +324,6 @@
 
   var initial = JSON.parse(byId("initial-data").textContent);
   drawChart(initial.pipeline.throughput, initial.pipeline.generated_at);
+  renderFlows(initial.flows);
   window.setTimeout(refresh, refreshSeconds * 1000);
 })();
