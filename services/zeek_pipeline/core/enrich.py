@@ -11,6 +11,9 @@ Keys appear only when computable. Conventions:
   `service_ports` map by protocol and responder port.
 - community_id: Community ID v1 (configured seed, default 0) when both addresses, the protocol (`proto`,
   or the rule's `default_protocol`) and, for TCP/UDP/SCTP/ICMP, both ports are known.
+- src_/dst_ geo_country, geo_city, geo_lat, geo_lon, asn, as_org: with `enrich.geoip` only (core/geoip.py),
+  for an address that is neither private nor local (by the locality above, Zeek's flags included), and
+  only the fields the databases know.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from zeek_pipeline.core.community_id import ICMP, ICMP6, PROTOCOL_NUMBERS, community_id
+from zeek_pipeline.core.geoip import DST_GEO_KEYS, SRC_GEO_KEYS, GeoAnswer, GeoIpLookup
 from zeek_pipeline.core.network import NetworkClassifier
 from zeek_pipeline.core.normalize import TypePlan
 from zeek_pipeline.core.rules import EnrichSettings
@@ -28,12 +32,14 @@ _DIRECTION = {(True, True): "internal", (True, False): "outbound", (False, True)
 
 
 class Enricher:
-    __slots__ = ("_classifier", "_seed", "_services")
+    __slots__ = ("_classifier", "_geo", "_seed", "_services")
 
     def __init__(self, settings: EnrichSettings) -> None:
+        """Opens the GeoIP databases when `settings.geoip` names any (GeoIpError when one is unusable)."""
         self._classifier = NetworkClassifier(settings.local_networks)
         self._services = settings.service_table()
         self._seed = settings.community_id_seed
+        self._geo = GeoIpLookup(settings.geoip) if settings.geoip.enabled else None
 
     def enrich(self, plan: TypePlan, record: dict[str, Any], normalized: dict[str, Any],
                event_ms: int | None) -> dict[str, Any]:
@@ -76,6 +82,12 @@ class Enricher:
             enriched["dst_is_local"] = dst_local
         if src_local is not None and dst_local is not None:
             enriched["direction"] = _DIRECTION[src_local, dst_local]
+        geo = self._geo
+        if geo is not None:
+            if src is not None and not src.is_private and not src_local:
+                _add_geo(geo.lookup(normalized["src_ip"]), SRC_GEO_KEYS, enriched)
+            if dst is not None and not dst.is_private and not dst_local:
+                _add_geo(geo.lookup(normalized["dst_ip"]), DST_GEO_KEYS, enriched)
 
         protocol = normalized.get("protocol")
         if type(protocol) is not str:
@@ -110,3 +122,9 @@ class Enricher:
             if table is not None:
                 return table.get(port)
         return None
+
+
+def _add_geo(answer: GeoAnswer, keys: tuple[str, ...], enriched: dict[str, Any]) -> None:
+    for key, value in zip(keys, answer, strict=True):
+        if value is not None:
+            enriched[key] = value

@@ -50,6 +50,9 @@ ENRICHED_KEYS = frozenset({
     "event_year", "event_month", "event_day", "event_hour", "event_weekday",
     "src_ip_is_private", "dst_ip_is_private", "src_is_local", "dst_is_local",
     "direction", "service", "community_id",
+    # GeoIP/ASN (enrich.geoip): present only when a database answers for a public, non-local address
+    "src_geo_country", "src_geo_city", "src_geo_lat", "src_geo_lon", "src_asn", "src_as_org",
+    "dst_geo_country", "dst_geo_city", "dst_geo_lat", "dst_geo_lon", "dst_asn", "dst_as_org",
 })
 # Normalized keys the transformer sets itself; rules may not promote or set them.
 RESERVED_NORMALIZED = frozenset({"ingest_time", "zeek_write_ts"})
@@ -229,12 +232,29 @@ def _check_port_key(key: str) -> str:
     return key
 
 
+class GeoIpSettings(_Frozen):
+    """MaxMind DB files (GeoLite2/GeoIP2 City and ASN) for `enrich.geoip`; off while both paths are unset.
+
+    Either database may be given alone. The files are opened when the enricher starts (core/geoip.py), so
+    a missing or corrupt one stops the service with one line naming the key and the file.
+    """
+
+    city_db: str | None = Field(default=None, min_length=1)  # country ISO code, city, latitude/longitude
+    asn_db: str | None = Field(default=None, min_length=1)  # autonomous system number and organisation
+    cache_size: int = Field(default=100_000, ge=0, le=10_000_000)  # addresses kept (LRU); 0 disables it
+
+    @property
+    def enabled(self) -> bool:
+        return self.city_db is not None or self.asn_db is not None
+
+
 class EnrichSettings(_Frozen):
     """The enrichment knobs, embedded in config/config.json under the top-level key "enrich"."""
 
     local_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_LOCAL_NETWORKS))
     service_ports: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SERVICE_PORTS))
     community_id_seed: Annotated[int, Field(ge=0, le=65535)] = 0
+    geoip: GeoIpSettings = GeoIpSettings()
 
     @field_validator("local_networks")
     @classmethod

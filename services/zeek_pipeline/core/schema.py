@@ -33,7 +33,8 @@ ZEEK_CONTAINERS: tuple[str, ...] = ("set", "vector")
 ALLOWED_TYPES_TEXT = ", ".join(ZEEK_SCALAR_TYPES) + ", or set[T] / vector[T] of one of those"
 
 # Bumped when the column rules below change (not when schema.json changes: that has $schema_version).
-LAYOUT_VERSION = "1"
+# 2: the twelve GeoIP/ASN enriched columns.
+LAYOUT_VERSION = "2"
 META_LOG_TYPE = b"zeek_pipeline.log_type"
 META_SCHEMA_VERSION = b"zeek_pipeline.schema_version"
 META_LAYOUT_VERSION = b"zeek_pipeline.layout_version"
@@ -57,6 +58,13 @@ ENRICHED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("src_ip_is_private", pa.bool_()), ("dst_ip_is_private", pa.bool_()),
     ("src_is_local", pa.bool_()), ("dst_is_local", pa.bool_()),
     ("direction", pa.string()), ("service", pa.string()), ("community_id", pa.string()),
+    # GeoIP/ASN (enrich.geoip; null when it is off or the address is private/local/unknown)
+    ("src_geo_country", pa.string()), ("src_geo_city", pa.string()),
+    ("src_geo_lat", pa.float64()), ("src_geo_lon", pa.float64()),
+    ("src_asn", pa.int64()), ("src_as_org", pa.string()),
+    ("dst_geo_country", pa.string()), ("dst_geo_city", pa.string()),
+    ("dst_geo_lat", pa.float64()), ("dst_geo_lon", pa.float64()),
+    ("dst_asn", pa.int64()), ("dst_as_org", pa.string()),
 )
 # Normalized keys the transformer sets itself: ms since the epoch.
 PIPELINE_TIMES: tuple[str, ...] = ("ingest_time", "zeek_write_ts")
