@@ -45,7 +45,8 @@ log = logging.getLogger("zeek_operator.reconcile")
 # Degraded reasons that come from the resource itself (kept until a reconcile clears them); any other
 # Degraded reason (a failing Deployment) is recomputed from the children on every status refresh.
 PROBLEM_REASONS = frozenset({"InvalidSpec", "InvalidNormalization", "MissingSecret", "InvalidSecret",
-                             "MissingConfigMap"})
+                             "MissingConfigMap", "InvalidGeoIP"})
+MAXMIND_METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"  # every MaxMind DB file ends with its metadata after this
 AUTOSCALED = {"normalizer-enricher": "normalizer", "parquet-writer": "writer"}
 
 
@@ -190,6 +191,36 @@ def _check_tls_pem(tls: TlsSpec, data: Mapping[str, str]) -> tuple[str, str] | N
     return None
 
 
+def geoip_problem(kube: Kube, namespace: str, spec: PipelineSpec) -> tuple[str, str] | None:
+    """The GeoIP Secret or ConfigMap must exist and hold each named file as a MaxMind DB (a claim's files
+    are only seen by the pod, which reports a bad one itself: exit 2 with the reason as termination message)."""
+    import base64
+
+    geoip = spec.enrich.geoip
+    if geoip is None or geoip.claim_name is not None:
+        return None
+    kind, name = ("Secret", geoip.secret_name) if geoip.secret_name else ("ConfigMap", geoip.config_map_name)
+    field_path = "spec.enrich.geoip.secretName" if kind == "Secret" else "spec.enrich.geoip.configMapName"
+    missing_reason = "MissingSecret" if kind == "Secret" else "MissingConfigMap"
+    found = kube.get(kind, namespace, str(name))
+    if found is None:
+        return missing_reason, f"{field_path}: {kind} {name!r} not found in namespace {namespace}"
+    encoded = dict(found.get("data") or {}) if kind == "Secret" else dict(found.get("binaryData") or {})
+    text = {} if kind == "Secret" else dict(found.get("data") or {})
+    for key in geoip.files:
+        if key in encoded:
+            content = base64.b64decode(encoded[key])
+        elif key in text:
+            content = str(text[key]).encode("utf-8", "replace")  # binary cannot survive a ConfigMap's data
+        else:
+            where = "binaryData" if kind == "ConfigMap" else "data"
+            return missing_reason, f"{field_path}: {kind} {name!r} has no {where} key {key!r}"
+        if MAXMIND_METADATA_MARKER not in content[-128 * 1024:]:
+            return "InvalidGeoIP", (f"{field_path}: key {key!r} of {kind} {name!r} is not a MaxMind DB file "
+                                    "(no MaxMind metadata section)")
+    return None
+
+
 def read_overrides(kube: Kube, namespace: str, spec: PipelineSpec) -> Overrides:
     ref = spec.normalization.config_map_ref
     if ref is None:
@@ -292,6 +323,7 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
         check_name(name)
         spec = parse_spec(body.get("spec"))
         secrets, secret_problem = read_secrets(kube, namespace, spec)
+        secret_problem = secret_problem or geoip_problem(kube, namespace, spec)
         files = render_files(spec, read_overrides(kube, namespace, spec))
     except SpecError as exc:
         # Leave the children alone: the last good configuration keeps running.

@@ -28,6 +28,7 @@ CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 PARQUET_DIR = "/var/lib/zeek-pipeline/parquet"
 TLS_DIR = "/var/run/secrets/zeek-pipeline/kafka-tls"
 TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
+GEOIP_DIR = "/var/lib/zeek-pipeline/geoip"  # the MaxMind DB files of spec.enrich.geoip, read-only
 COMPONENTS = ("normalizer-enricher", "parquet-writer", "health")
 PORTS = {"normalizer-enricher": 8081, "parquet-writer": 8082, "health": 8080}
 DEFAULTS_ENV = "ZEEK_OPERATOR_DEFAULTS_DIR"
@@ -97,6 +98,13 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
     enrich: dict[str, Any] = {"community_id_seed": spec.enrich.community_id_seed}
     if spec.enrich.local_networks is not None:
         enrich["local_networks"] = list(spec.enrich.local_networks)
+    geoip = spec.enrich.geoip
+    if geoip is not None:
+        enrich["geoip"] = {
+            "city_db": f"{GEOIP_DIR}/{geoip.city_file}" if geoip.city_file else None,
+            "asn_db": f"{GEOIP_DIR}/{geoip.asn_file}" if geoip.asn_file else None,
+            "cache_size": geoip.cache_size,
+        }
     flush = spec.writer.flush
     return {
         "kafka": {
@@ -142,6 +150,7 @@ _SETTINGS_TO_SPEC = {
     "write": "spec.writer.flush",
     "output.parquet": "spec.writer",
     "enrich.local_networks": "spec.enrich.localNetworks",
+    "enrich.geoip": "spec.enrich.geoip",
     "enrich": "spec.enrich",
 }
 

@@ -15,12 +15,13 @@ from zeek_operator.render import (
     COMPONENTS,
     CONFIG_DIR,
     CONFIG_FILE,
+    GEOIP_DIR,
     PARQUET_DIR,
     PORTS,
     TLS_DIR,
     TLS_FILES,
 )
-from zeek_operator.spec import PipelineSpec, Resources
+from zeek_operator.spec import GeoIpSpec, PipelineSpec, Resources
 from zeek_pipeline.settings import env_name
 
 Component = Literal["normalizer-enricher", "parquet-writer", "health"]
@@ -192,6 +193,16 @@ def _env(component: str, spec: PipelineSpec) -> list[dict[str, Any]]:
     return env
 
 
+def geoip_volume(geoip: GeoIpSpec) -> dict[str, Any]:
+    """The volume holding the MaxMind DB files: the Secret's or ConfigMap's keys as files, or the claim."""
+    items = [{"key": name, "path": name} for name in geoip.files]
+    if geoip.secret_name is not None:
+        return {"name": "geoip", "secret": {"secretName": geoip.secret_name, "items": items, "defaultMode": 0o440}}
+    if geoip.config_map_name is not None:
+        return {"name": "geoip", "configMap": {"name": geoip.config_map_name, "items": items, "defaultMode": 0o440}}
+    return {"name": "geoip", "persistentVolumeClaim": {"claimName": geoip.claim_name, "readOnly": True}}
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 3,
             "failureThreshold": failures}
@@ -244,6 +255,9 @@ def build_deployment(
         mounts.append({"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append({"name": "kafka-tls", "secret": {"secretName": tls.secret_ref.name, "items": items,
                                                          "defaultMode": 0o440}})
+    if component == "normalizer-enricher" and spec.enrich.geoip is not None:
+        mounts.append({"name": "geoip", "mountPath": GEOIP_DIR, "readOnly": True})
+        volumes.append(geoip_volume(spec.enrich.geoip))
     claim = pvc_name(name, spec)
     strategy = rollout_strategy(component)
     if component == "parquet-writer" and claim is not None:
@@ -270,6 +284,10 @@ def build_deployment(
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": mounts,
+        # A service that cannot start (a config error: a bad rule, a missing GeoIP database) prints one line
+        # and exits 2; the kubelet keeps that line as the container's termination message, shown by
+        # `kubectl describe pod` and in the pod status, so a restart loop always carries its reason.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,

@@ -375,10 +375,73 @@ class LogSpec(SpecModel):
     format: Literal["text", "json"] = Field(default="json", description="json for log collectors, text for people.")
 
 
+GEOIP_FILE_PATTERN = r"^([-._a-zA-Z0-9]+(/[-._a-zA-Z0-9]+)*)?$"  # relative, no leading slash
+
+
+def _no_parent(value: str) -> str:
+    if ".." in value.split("/"):
+        raise ValueError(f"{value!r} must stay inside the volume (no '..')")
+    return value
+
+
+GeoIpFile = Annotated[str, Field(max_length=253, pattern=GEOIP_FILE_PATTERN), AfterValidator(_no_parent)]
+
+
+class GeoIpSpec(SpecModel):
+    """MaxMind DB files (GeoLite2/GeoIP2 City and ASN) for GeoIP/ASN enrichment, from exactly one source.
+
+    The source is mounted read-only into the normalizer-enricher at a fixed path and the config points at
+    the two files. A Secret or ConfigMap holds at most 1 MiB (enough for a Country or ASN database, not for
+    GeoLite2-City): put larger files on a volume (claimName).
+    """
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("[has(self.secretName), has(self.configMapName), has(self.claimName)].filter(x, x).size() == 1",
+         "set exactly one of secretName, configMapName, claimName"),
+        ("self.cityFile != '' || self.asnFile != ''", "name at least one of cityFile, asnFile"),
+    ))
+
+    secret_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+                                    description="Secret holding the database files as keys.")
+    config_map_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+                                        description="ConfigMap holding the database files as binaryData keys.")
+    claim_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+                                   description="PersistentVolumeClaim holding the database files (mounted "
+                                               "read-only; several replicas on several nodes need ReadOnlyMany).")
+    city_file: GeoIpFile = Field(default="GeoLite2-City.mmdb",
+                                 description="The City (or Country) database: key of the Secret/ConfigMap, or "
+                                             "path inside the volume; empty: no city database.")
+    asn_file: GeoIpFile = Field(default="GeoLite2-ASN.mmdb",
+                                description="The ASN database: key of the Secret/ConfigMap, or path inside the "
+                                            "volume; empty: no ASN database.")
+    cache_size: int = Field(default=100_000, ge=0, le=10_000_000,
+                            description="Addresses whose answers are cached (LRU); 0 disables the cache.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GeoIpSpec:
+        sources = [name for name, value in (("secretName", self.secret_name), ("configMapName", self.config_map_name),
+                                            ("claimName", self.claim_name)) if value is not None]
+        if len(sources) != 1:
+            raise ValueError(f"set exactly one of secretName, configMapName, claimName (got {sources or 'none'})")
+        if not self.city_file and not self.asn_file:
+            raise ValueError("name at least one of cityFile, asnFile")
+        if self.claim_name is None:
+            bad = [name for name in (self.city_file, self.asn_file) if name and "/" in name]
+            if bad:
+                raise ValueError(f"{bad[0]!r}: a Secret or ConfigMap key has no '/' (paths are for claimName)")
+        return self
+
+    @property
+    def files(self) -> list[str]:
+        return [name for name in (self.city_file, self.asn_file) if name]
+
+
 class EnrichSpec(SpecModel):
     local_networks: list[str] | None = Field(default=
         None, max_length=1000, description="CIDRs that count as local (default: RFC 1918 and friends).")
     community_id_seed: int = Field(default=0, ge=0, le=65535, description="Community ID seed.")
+    geoip: GeoIpSpec | None = Field(default=None, description="GeoIP/ASN enrichment from MaxMind DB files "
+                                                              "(off when unset).")
 
 
 class PipelineSpec(SpecModel):

@@ -271,6 +271,10 @@ INVALID = [
     ({"writer": {"flush": {"bufferMB": 0, "intervalSeconds": 0, "eventCount": 0}}},
      "at least one of bufferMB, intervalSeconds, eventCount must be > 0"),
     ({"writer": {"compresion": "zstd"}}, 'unknown field "spec.writer.compresion"'),
+    ({"enrich": {"geoip": {"secretName": "a", "claimName": "b"}}},
+     "set exactly one of secretName, configMapName, claimName"),
+    ({"enrich": {"geoip": {"claimName": "b", "cityFile": "", "asnFile": ""}}},
+     "name at least one of cityFile, asnFile"),
 ]
 
 
