@@ -95,8 +95,14 @@ class KafkaBroker:
         port: int | None = None,
         version: str = KAFKA_VERSION,
         heap: str = "768m",
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
         self.version = version
+        # With sasl_users the broker also authorizes (StandardAuthorizer): PLAINTEXT clients (the fixtures, the
+        # broker itself) are User:ANONYMOUS, a super user; SASL/PLAIN clients on `sasl_bootstrap` get only what
+        # ACLs grant them.
+        self.sasl_users = dict(sasl_users or {})
+        self.sasl_port = free_port() if sasl_users else None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="zeek-kafka-"))
         env_port = os.environ.get("KAFKA_PORT")
@@ -109,6 +115,28 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        assert self.sasl_port is not None, "started without sasl_users"
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def _authorization_lines(self) -> list[str]:
+        """The SASL/PLAIN listener and the KRaft authorizer, when `sasl_users` asked for them."""
+        if not self.sasl_users:
+            return []
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:ANONYMOUS",
+        ]
 
     @property
     def log_path(self) -> Path:
@@ -153,6 +181,7 @@ class KafkaBroker:
                     "auto.create.topics.enable=false",
                     "message.max.bytes=8388608",
                     "log.flush.interval.messages=9223372036854775807",
+                    *self._authorization_lines(),  # later lines win: the listeners are redefined
                     "",
                 ]
             )

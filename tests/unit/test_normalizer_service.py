@@ -17,6 +17,7 @@ from tests.infra.zeek_data import json_logs, read_lines
 from zeek_pipeline.core.transform import Transformer
 from zeek_pipeline.normalizer.errors import BatchAborted, BatchInDoubt
 from zeek_pipeline.normalizer.service import NormalizerService
+from zeek_pipeline.normalizer.size_guard import SizeFailure
 from zeek_pipeline.runtime.service import ServiceRuntime
 from zeek_pipeline.settings import Settings
 
@@ -24,7 +25,9 @@ CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 class FakeOutput:
-    """Records what would be produced; can fail the Nth produce() or the next commit."""
+    """Records what would be produced; can fail the Nth produce() or the next commit, and refuse record batches
+    over `broker_limit` bytes per topic (as a broker does: every record of the batch fails, nothing says which
+    one was too large) or every write to `refused_topic` (no permission)."""
 
     guarantee = "exactly_once"
 
@@ -37,6 +40,11 @@ class FakeOutput:
         self.fail_commit = False
         self.in_doubt_commit = False
         self.backpressure_waits = 0
+        self.broker_limit: dict[str, int] = {}
+        self.refused_topic: str | None = None
+        self.size_failures: list[SizeFailure] = []
+        self.refusals: list[str] = []
+        self.alone: list[tuple[str, int]] = []  # (topic, size) of every produce_alone()
 
     @property
     def producer(self) -> FakeOutput:  # the loop's fast path calls producer.produce(..., headers=...)
@@ -50,7 +58,38 @@ class FakeOutput:
             raise BatchAborted("produce: _STATE")  # until the abort, as librdkafka does
         self.pending.append((topic, value, key, headers))
 
+    def produce_alone(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]) -> bool:
+        self.alone.append((topic, len(value or b"")))
+        if len(value or b"") > self.broker_limit.get(topic, 1 << 62):
+            self.size_failures.append(SizeFailure(topic, len(value or b"")))
+            return False
+        self.produce(topic, value, key, headers)
+        return True
+
+    def take_size_failures(self) -> list[SizeFailure]:
+        failures, self.size_failures = self.size_failures, []
+        return failures
+
+    def take_refusals(self) -> list[str]:
+        refusals, self.refusals = self.refusals, []
+        return refusals
+
+    def _broker_refuses(self) -> bool:
+        refused = False
+        for topic, limit in self.broker_limit.items():
+            batch = [len(value or b"") for name, value, _, _ in self.pending if name == topic]
+            if sum(batch) > limit:
+                self.size_failures += [SizeFailure(topic, size) for size in batch]
+                refused = True
+        if any(name == self.refused_topic for name, _, _, _ in self.pending):
+            self.refusals.append(f"{self.refused_topic}: TOPIC_AUTHORIZATION_FAILED: Topic authorization failed")
+            refused = True
+        return refused
+
     def commit(self, consumer: Any, offsets: list[TopicPartition], deadline: float, abort_deadline: float) -> None:
+        if self._broker_refuses():
+            self.abort(abort_deadline)
+            raise BatchAborted("commit_transaction: the broker refused a record batch")
         if self.in_doubt_commit:  # the producer was replaced mid-commit; the broker alone knows the outcome
             self.in_doubt_commit = False
             raise BatchInDoubt("commit_transaction still blocked 30s after it was called")
@@ -228,3 +267,72 @@ def test_a_batch_in_doubt_that_aborted_restarts_from_the_committed_offsets(servi
     service._group_offsets.committed = {0: 100}  # type: ignore[union-attr]
     assert not service._commit(1e18, 1e18)
     assert service._consumer.seeks == [("raw", 0, 100)] and service.aborts == 1  # type: ignore[union-attr]
+
+
+def _huge_dns(size: int) -> bytes:
+    line = next(read_lines(next(p for p in json_logs() if p.name.startswith("dns"))))
+    return orjson.dumps(dict(orjson.loads(line), query="a" * size))
+
+
+def _until_committed(service: NormalizerService, fetched: list[Message], rounds: int = 6) -> int:
+    """Deliver `fetched` again after every rewind, as the consumer would, until a commit succeeds; the rounds."""
+    consumer: FakeConsumer = service._consumer  # type: ignore[assignment]
+    for round_ in range(1, rounds + 1):
+        consumer.seeks.clear()
+        service._process(fetched)
+        if not consumer.seeks and service._commit(1e18, 1e18):
+            return round_
+    raise AssertionError(f"not committed after {rounds} rounds")
+
+
+def test_a_document_the_broker_refuses_is_dead_lettered_on_replay(service: NormalizerService) -> None:
+    lines = _real_lines(20)
+    huge = _huge_dns(200_000)
+    out: FakeOutput = service._output  # type: ignore[assignment]
+    out.broker_limit = {"norm": 150_000}  # unknown to the service: it still assumes max_message_bytes
+    service.runtime.set_state("ok")
+    assert _until_committed(service, _messages(lines[:10] + [huge] + lines[10:])) == 3
+    outputs = [m for m in out.committed if m[0] == "norm"]
+    [(_, value, _, headers)] = [m for m in out.committed if m[0] == "dlq"]
+    assert value == huge and dict(headers)["error.reason"] == b"MSG_SIZE_TOO_LARGE"
+    assert dict(headers)["source.offset"] == b"10"
+    assert sorted(int(dict(h)["source.offset"]) for _, _, _, h in outputs) == [*range(10), *range(11, 21)]
+    assert service.aborts == 2 and service.runtime.readiness()[0] is True
+
+
+def test_a_batch_refused_though_each_record_fits_dead_letters_nothing(service: NormalizerService) -> None:
+    lines = _real_lines(20)
+    out: FakeOutput = service._output  # type: ignore[assignment]
+    largest = max(len(service.transformer.transform(line).value) for line in lines)  # type: ignore[union-attr]
+    out.broker_limit = {"norm": largest * 3}  # a whole batch is too large, every single record fits
+    service._process(_messages(lines))
+    assert not service._commit(1e18, 1e18)
+    out.broker_limit = {}  # the producer's next batches happen to fit
+    assert _until_committed(service, _messages(lines)) == 1
+    assert [m[0] for m in out.committed] == ["norm"] * 20 and ("norm", largest) in out.alone
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_cut_with_a_marker(service: NormalizerService) -> None:
+    out: FakeOutput = service._output  # type: ignore[assignment]
+    out.broker_limit = {"norm": 100_000, "dlq": 60_000}
+    huge = _huge_dns(200_000)
+    _until_committed(service, _messages([*_real_lines(5), huge]), rounds=8)
+    [(_, value, _, headers)] = [m for m in out.committed if m[0] == "dlq"]
+    assert value is not None and len(value) <= 60_000 and huge.startswith(value)
+    assert dict(headers)["error.truncated_from"] == b"%d" % len(huge)
+    assert len([m for m in out.committed if m[0] == "norm"]) == 5
+
+
+def test_refused_writes_make_the_service_not_ready_and_commit_nothing(service: NormalizerService) -> None:
+    out: FakeOutput = service._output  # type: ignore[assignment]
+    out.refused_topic = "dlq"
+    fetched = _messages([*_real_lines(5), b"{not json"])
+    service.runtime.set_state("ok")
+    service._process(fetched)
+    assert not service._commit(1e18, 1e18)
+    ready, reason = service.runtime.readiness()
+    assert not ready and "TOPIC_AUTHORIZATION_FAILED" in reason and "dlq" in reason
+    assert out.commits == [] and service._retry_at > 0
+    out.refused_topic = None  # an operator grants the write
+    assert _until_committed(service, fetched) == 1
+    assert service.runtime.readiness() == (True, "ready") and len(out.committed) == 6

@@ -12,6 +12,13 @@ import enum
 
 from confluent_kafka import KafkaError, KafkaException
 
+# Writes the broker refuses for good (missing permissions): a replay cannot succeed until an operator acts.
+REFUSED_WRITES = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+})
+
 
 class ErrorClass(enum.Enum):
     RETRY = "retry"

@@ -35,12 +35,14 @@ from zeek_pipeline.normalizer.dlq import (
     SOURCE_TOPIC,
     Headers,
     dead_letter,
+    output_headers,
 )
 from zeek_pipeline.normalizer.errors import BatchAborted, FatalKafkaError, describe
 from zeek_pipeline.normalizer.group_offsets import GroupOffsets
 from zeek_pipeline.normalizer.ledger import PartitionLedger, RewindTo
 from zeek_pipeline.normalizer.output import KafkaOutput
 from zeek_pipeline.normalizer.ownership import Owner, OwnerFence
+from zeek_pipeline.normalizer.size_guard import MSG_SIZE_TOO_LARGE, DeadLetterRefused, SizeGuard
 from zeek_pipeline.normalizer.transactions import TransactionalOutput, transactional_id
 from zeek_pipeline.runtime.service import ServiceRuntime
 from zeek_pipeline.settings import Settings
@@ -54,6 +56,8 @@ REVOKE_BUDGET_SECONDS = 20.0  # a revoke must not hold the group's rebalance for
 TOPIC_WAIT_LOG_SECONDS = 10.0
 LAG_SECONDS = 5.0
 CLAIM_READ_SECONDS = 10.0  # an assignment waits this long at most for stable committed offsets to claim
+REFUSED = "writes refused"  # the state's reason while the broker refuses our writes for good
+REFUSED_BACKOFF_MAX = 30.0  # a refused batch is retried this often at least (an operator may fix the ACL)
 
 
 class TransformerLike(Protocol):
@@ -93,6 +97,9 @@ class NormalizerService:
         self.shutdown_seconds = normalizer.shutdown_timeout_seconds
         self.transactional_id = transactional_id(settings.kafka.group_id, self.runtime.instance)
         self.output_limit = self.dlq_limit = normalizer.max_message_bytes
+        self.sizes = SizeGuard(self.output_topic, self.dlq_topic)  # what the broker refused as too large
+        self._refused_backoff = 0.0  # > 0 while the broker refuses our writes (not ready, retried with backoff)
+        self._retry_at = 0.0
         self.ledger = PartitionLedger()
         self._owner_metadata: str | None = None  # recorded with every commit (exactly-once): who to fence
         self._fence: OwnerFence | None = None
@@ -279,6 +286,9 @@ class NormalizerService:
             if batch and policy.due(batch.count, batch.started, now):
                 self._commit(now + self.transaction_seconds, now + 2 * self.transaction_seconds)
                 continue
+            if now < self._retry_at:  # the broker refused our writes: wait before the replay
+                runtime.stop_event.wait(min(self._retry_at - now, 1.0))
+                continue
             messages = self.consumer.consume(policy.poll_size(batch.count),
                                              policy.poll_timeout(batch.count, batch.started, now))
             if self._fatal:
@@ -299,7 +309,7 @@ class NormalizerService:
         fast_produce = output.producer.produce
         batch, ledger = self.batch, self.ledger
         positions, first = ledger.positions, ledger.first
-        output_topic, output_limit = self.output_topic, self.output_limit
+        output_topic, output_limit = self.output_topic, self.sizes.output_fast_limit(self.output_limit)
         tp_bytes, log_type_bytes = self._tp_bytes, self._log_type_bytes
         if not batch.count:
             batch.started = time.monotonic()
@@ -343,8 +353,7 @@ class NormalizerService:
                             output.produce(output_topic, document, result.key, headers)
                         accepted += 1
                     else:
-                        self._dead_letter(msg, OUTPUT_TOO_LARGE, f"normalized document of {len(document)} bytes "
-                                          f"exceeds the {output_limit} bytes {output_topic} accepts")
+                        accepted += self._oversized(msg, result)
                 elif type(result) is Rejected:
                     self._dead_letter(msg, result.reason, result.detail)
                 else:
@@ -361,13 +370,51 @@ class NormalizerService:
         ledger.handled()
         output.poll()
 
+    def _oversized(self, msg: Message, result: Accepted) -> bool:
+        """A document over the hot path's limit: dead-lettered when it is over a known limit, else produced
+        alone to learn whether the output topic takes it (normalizer/size_guard.py). True when produced.
+
+        BatchAborted when the broker refused it alone: the replay dead-letters it."""
+        size, sizes = len(result.value), self.sizes
+        if size > self.output_limit:
+            self._dead_letter(msg, OUTPUT_TOO_LARGE, f"normalized document of {size} bytes exceeds the "
+                              f"{self.output_limit} bytes {self.output_topic} accepts")
+            return False
+        if size >= sizes.output_refused:
+            self._dead_letter(msg, MSG_SIZE_TOO_LARGE, f"normalized document of {size} bytes; {self.output_topic} "
+                              f"refused one of {sizes.output_refused} bytes as too large")
+            return False
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        headers = output_headers(result.log_type.encode(), topic.encode(), b"%d" % partition, offset)
+        if self.output.produce_alone(self.output_topic, result.value, result.key, headers):
+            sizes.output_accepted_alone(size)
+            return True
+        sizes.output_refused_alone(size)
+        raise BatchAborted(f"{self.output_topic} refused a {size}-byte document ({topic}[{partition}]@{offset}) "
+                           f"as {MSG_SIZE_TOO_LARGE}; the replay dead-letters it")
+
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        """Produce the record's dead letter; one the dead-letter topic may find too large goes alone, and if
+        it is refused, the replay cuts it shorter (normalizer/size_guard.py)."""
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         ts_type, ts = msg.timestamp()
+        sizes = self.sizes
         letter = dead_letter(key=msg.key(), value=msg.value(), original_headers=msg.headers(), reason=reason,
                              detail=detail, topic=topic, partition=partition, offset=offset,
-                             timestamp_ms=ts if ts_type != 0 else None, max_value_bytes=self.dlq_limit)
-        self.output.produce(self.dlq_topic, letter.value, letter.key, letter.headers)
+                             timestamp_ms=ts if ts_type != 0 else None,
+                             max_value_bytes=sizes.dlq_value_limit(self.dlq_limit))
+        size = len(letter.value or b"")
+        if size < sizes.dlq_suspect:
+            self.output.produce(self.dlq_topic, letter.value, letter.key, letter.headers)
+        elif self.output.produce_alone(self.dlq_topic, letter.value, letter.key, letter.headers):
+            sizes.dlq_accepted_alone(size)
+        else:
+            try:
+                sizes.dlq_refused_alone(size)
+            except DeadLetterRefused as exc:
+                self.output.refusals.append(str(exc))
+            raise BatchAborted(f"{self.dlq_topic} refused a {size}-byte dead letter ({topic}[{partition}]@{offset}) "
+                               f"as {MSG_SIZE_TOO_LARGE}")
         self.batch.reject(reason, detail, f"{topic}[{partition}]@{offset}")
 
     def _consume_error(self, err: KafkaError) -> None:
@@ -413,6 +460,11 @@ class NormalizerService:
         self.commits += 1
         self.last_commit_at = time.time()
         self.runtime.broker_ok()
+        if batch and self._refused_backoff:
+            self._refused_backoff = 0.0
+            log.info("writes accepted again")
+            if self.runtime.state == "degraded" and self.runtime.reason.startswith(REFUSED):
+                self.runtime.set_state("ok")
         self.ledger.committed()
         batch.clear()
 
@@ -421,7 +473,11 @@ class NormalizerService:
 
         True when the broker's committed offsets show the batch committed after all (a replaced producer's
         transaction completed by its successor): it is counted, and nothing is redone."""
+        self.sizes.learn(self.output.take_size_failures())
+        refusals = self.output.take_refusals()
         rewound = self.ledger.rewind(self.consumer, to, self._read_committed)
+        if refusals:
+            self._writes_refused(refusals)
         if rewound.batch_committed:
             log.warning("batch of %d records committed after all (%s); continuing after it", self.batch.count,
                         why)
@@ -434,6 +490,18 @@ class NormalizerService:
                     self.batch.count, why, len(rewound.points), to.value)
         self.batch.clear()
         return False
+
+    def _writes_refused(self, refusals: list[str]) -> None:
+        """The broker refuses our writes for good (no permission on a topic, a dead-letter topic too small
+        for any dead letter): not ready, with the reason, and the batch is retried with backoff instead of at
+        once. Nothing is committed past it, and the service does not exit (a restart would change nothing)."""
+        self._refused_backoff = min(REFUSED_BACKOFF_MAX, max(1.0, self._refused_backoff * 2))
+        self._retry_at = time.monotonic() + self._refused_backoff
+        reason = f"{REFUSED} (output {self.output_topic}, dead letters {self.dlq_topic}): {refusals[0]}"[:500]
+        if self.runtime.reason != reason:
+            log.error("%s; retrying every %.0fs at most", reason, REFUSED_BACKOFF_MAX)
+            self.runtime.metrics.error(reason)
+        self.runtime.set_state("degraded", reason)
 
     def _stopping(self) -> bool:
         return self._stop_deadline is not None and time.monotonic() >= self._stop_deadline

@@ -31,9 +31,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from zeek_pipeline.normalizer.errors import (
+    REFUSED_WRITES,
     BatchAborted,
     BatchInDoubt,
     ErrorClass,
@@ -193,6 +194,7 @@ class TransactionalOutput(KafkaOutput):
                     raise FatalKafkaError(f"{step}: {describe(exc)}") from exc
                 if kind is ErrorClass.ABORT:
                     log.warning("%s: %s; aborting the transaction", step, describe(exc))
+                    self._note_refusal(exc)
                     self.abort(abort_deadline)
                     raise BatchAborted(f"{step}: {describe(exc)}") from exc
                 if time.monotonic() >= deadline:
@@ -205,6 +207,22 @@ class TransactionalOutput(KafkaOutput):
                 log.warning("%s: %s; retrying", step, describe(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def transaction_error(self) -> str | None:
+        """Why librdkafka refuses new messages (produce() raised _STATE): the transaction's abortable error
+        (e.g. TOPIC_AUTHORIZATION_FAILED from adding a partition), which commit_transaction returns at once in
+        that state. It cannot commit anything: _STATE means the transaction is not in progress any more."""
+        try:
+            self.producer.commit_transaction(1.0)
+        except KafkaException as exc:
+            self._note_refusal(exc)
+            return describe(exc)
+        return None
+
+    def _note_refusal(self, exc: BaseException) -> None:
+        err = kafka_error(exc)
+        if err is not None and err.code() in REFUSED_WRITES:
+            self.refusals.append(f"transaction: {describe(exc)}")
 
     def _restart(self) -> None:
         """init_transactions on the replacement producer, retrying through an outage of any length; only a
@@ -240,6 +258,13 @@ class TransactionalOutput(KafkaOutput):
                 return
             except Exception as exc:  # noqa: BLE001 - sorted below
                 err = kafka_error(exc)
+                if err is not None and err.fatal() and err.code() == KafkaError.INVALID_TXN_STATE:
+                    # The broker holds no open transaction for us (every AddPartitionsToTxn of this one was
+                    # refused, e.g. for lack of permission): nothing to abort, but librdkafka made the producer
+                    # fatal. A new one with the same id goes on; its init_transactions fences this one.
+                    self._replace_producer(f"abort_transaction: {describe(exc)}", hung=False)
+                    self._restart()
+                    return
                 if err is None or err.fatal():
                     raise FatalKafkaError(f"abort_transaction: {describe(exc)}") from exc
                 if not err.retriable() or time.monotonic() >= deadline:
