@@ -7,6 +7,9 @@
 #   local-path   rancher/local-path-provisioner: the default StorageClass (a directory per claim)
 #   skaffold     the dev loop (skaffold run / dev / render)
 #   helm4        Helm 4, to check that the chart also installs with it
+#   prometheus   Prometheus 3 and promtool (the alert rules' unit tests, a real server scraping the services);
+#                built without the builtinassets tag (no npm-built web UI) and with remove_all_sd (static
+#                targets only: none of the cloud SDKs)
 #
 #   scripts/go-tools.sh TOOL...        # build what is missing; prints one "<tool> <binary path>" line each
 #
@@ -22,14 +25,23 @@ CACHE_ROOT="${ZEEK_PIPELINE_CACHE:-$HOME/.cache/zeek-pipeline}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { printf '[go-tools] %s\n' "$*" >&2; }
 
-# tool -> "module version package binary [extra ldflags]"
+# tool -> "module version package[,package] binary[,binary] [extra ldflags]" (packages and binaries pair up)
 spec() {
   case "$1" in
     coredns)    echo "github.com/coredns/coredns v1.14.7 github.com/coredns/coredns coredns" ;;
     local-path) echo "github.com/rancher/local-path-provisioner v0.0.30 github.com/rancher/local-path-provisioner local-path-provisioner" ;;
     skaffold)   echo "github.com/GoogleContainerTools/skaffold/v2 v2.16.1 github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold skaffold -X=github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=v2.16.1" ;;
     helm4)      echo "helm.sh/helm/v4 v4.3.1 helm.sh/helm/v4/cmd/helm helm -X=helm.sh/helm/v4/internal/version.version=v4.3.1" ;;
+    prometheus) echo "github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus,github.com/prometheus/prometheus/cmd/promtool prometheus,promtool -X=github.com/prometheus/common/version.Version=3.16.0" ;;
     *) log "unknown tool: $1"; exit 2 ;;
+  esac
+}
+
+# tool -> its Go build tags (empty for most)
+tags() {
+  case "$1" in
+    prometheus) echo "remove_all_sd" ;;
+    *) echo "" ;;
   esac
 }
 
@@ -44,11 +56,15 @@ tool_dir() {
 }
 
 build() {
-  local tool="$1" module version package binary extra dir work start
-  read -r module version package binary extra <<<"$(spec "$tool")"
+  local tool="$1" module version packages binaries extra dir work start i missing=0
+  local -a pkgs bins
+  read -r module version packages binaries extra <<<"$(spec "$tool")"
+  IFS=, read -r -a pkgs <<<"$packages"
+  IFS=, read -r -a bins <<<"$binaries"
   dir="$(tool_dir "$tool")"
-  if [[ -x "$dir/bin/$binary" ]]; then
-    echo "$tool $dir/bin/$binary"
+  for i in "${!bins[@]}"; do [[ -x "$dir/bin/${bins[$i]}" ]] || missing=1; done
+  if [[ $missing == 0 ]]; then
+    for i in "${!bins[@]}"; do echo "$tool $dir/bin/${bins[$i]}"; done
     return
   fi
   command -v go >/dev/null || { log "go toolchain not found"; exit 1; }
@@ -72,14 +88,17 @@ build() {
   fi
   start=$(date +%s)
   log "building $tool ($module $version)"
-  (cd "$work" && go get "$package@$version" >&2 && go build -trimpath -ldflags="-s -w $extra" -o "$work/$binary" "$package")
   mkdir -p "$dir/bin"
-  mv -f "$work/$binary" "$dir/bin/$binary.tmp.$$"
-  mv -f "$dir/bin/$binary.tmp.$$" "$dir/bin/$binary"
+  for i in "${!pkgs[@]}"; do
+    (cd "$work" && go get "${pkgs[$i]}@$version" >&2 &&
+      go build -trimpath -tags="$(tags "$tool")" -ldflags="-s -w $extra" -o "$work/${bins[$i]}" "${pkgs[$i]}")
+    mv -f "$work/${bins[$i]}" "$dir/bin/${bins[$i]}.tmp.$$"
+    mv -f "$dir/bin/${bins[$i]}.tmp.$$" "$dir/bin/${bins[$i]}"
+  done
   # keep the resolved module graph beside the binary, to refresh the committed wrapper from
   cp "$work/go.mod" "$work/go.sum" "$dir/" 2>/dev/null || true
   log "$tool built in $(( $(date +%s) - start ))s"
-  echo "$tool $dir/bin/$binary"
+  for i in "${!bins[@]}"; do echo "$tool $dir/bin/${bins[$i]}"; done
 }
 
 [[ $# -gt 0 ]] || { log "usage: $0 TOOL..."; exit 2; }

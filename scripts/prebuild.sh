@@ -8,7 +8,7 @@
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$HERE/k8s-binaries.sh" >/dev/null
-bash "$HERE/go-tools.sh" coredns local-path helm4 skaffold >/dev/null
+bash "$HERE/go-tools.sh" coredns local-path helm4 skaffold prometheus >/dev/null
 for image in base pause kafka project; do
   bash "$HERE/cluster-images.sh" build "$image" >/dev/null
 done

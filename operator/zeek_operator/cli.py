@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default="json" if not sys.stderr.isatty() else "full",
                         help="json (default when not a terminal) or text")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus /metrics (process and Python runtime) on this port, for a "
+                             "ServiceMonitor; a standby serves it too, so `up` tells that every replica runs")
 
 
 def _namespaces(args: argparse.Namespace) -> tuple[bool, list[str]]:
@@ -82,6 +85,10 @@ async def _main(args: argparse.Namespace) -> int:
     from zeek_operator.kube import Kube, load_client
 
     clusterwide, namespaces = _namespaces(args)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -57,6 +57,8 @@ class ServiceMetrics:
                               registry=self.registry)
             for name in self.TOTALS
         }
+        for total in self._prom_totals.values():  # exported as 0 from the start: alerts' increase() sees the first
+            total.labels(component)
         self._prom_rejects = PromCounter("zeek_pipeline_rejects_by_reason", "Rejected records by reason",
                                          ["component", "reason"], registry=self.registry)
         self._prom_log_types = PromCounter("zeek_pipeline_log_type_records", "Records per Zeek log type and "
