@@ -121,3 +121,101 @@ def test_a_zombie_resumed_after_its_successor_pruned_writes_nothing_twice(tmp_pa
     assert_typed(tmp_path, sum(len(r) for r in STREAM.values()) - 2)  # two dead letters
     for partition in STREAM:  # and the next owner resumes after everything
         assert CommitLog(FaultyStorage(tmp_path), TOPIC).recover(partition).next_offset == len(STREAM[partition])
+
+
+def consume(engine: WriterEngine, position: dict[int, int], stop: dict[int, int], batch: int = 17) -> None:
+    """Consume each partition from its position up to `stop` (the position moves on), flushing what is due."""
+    now = 0.0
+    while any(position[p] < stop[p] for p in position):
+        for partition in position:
+            end = min(position[partition] + batch, stop[partition])
+            for offset in range(position[partition], end):
+                engine.add(partition, offset, STREAM[partition][offset], now)
+            position[partition] = end
+        now += 0.05
+        engine.flush_due(now)
+
+
+def rejoin(engine: WriterEngine, position: dict[int, int]) -> None:
+    """The service's rejoin, once its delay is over: every partition still in conflict is read again from its
+    commit log, and consumption seeks back to its restart offset."""
+    for partition in sorted(engine.conflicts):
+        position[partition] = engine.recover(partition).next_offset or 0
+    engine.conflicts.clear()
+
+
+def zombie_in_conflict(tmp_path: Path, dlq: RecordingDeadLetters) -> tuple[WriterEngine, WriterEngine]:
+    """A zombie frozen after staging a flush, a successor that took its partitions over and committed, and the
+    zombie resumed: its flush has found the partition taken (not yet handled by its main thread)."""
+    zombie_storage = FreezableStorage(tmp_path)
+    zombie = writer(zombie_storage, dlq, event_count=25)
+    for partition in STREAM:
+        zombie.recover(partition)
+    zombie_storage.freeze_at = after_staging
+    with pytest.raises(Freeze):
+        feed(zombie, dict.fromkeys(STREAM, 0), {p: len(r) for p, r in STREAM.items()})
+    successor = writer(FaultyStorage(tmp_path), dlq, event_count=10)
+    start = {p: successor.recover(p).next_offset or 0 for p in STREAM}
+    consume(successor, start, {p: len(r) // 3 for p, r in STREAM.items()})
+    zombie.retry()  # SIGCONT: the frozen flush finds the partition taken
+    assert any(job.conflict for job in zombie.done)
+    return zombie, successor
+
+
+def hand_back(zombie: WriterEngine, successor: WriterEngine) -> None:
+    """The group's verdict reaches the zombie (lost), then the rebalance gives every partition back to it:
+    the successor drains them (revoke)."""
+    zombie.forget(set(STREAM), finish_dead_lettered=True)
+    assert successor.drain(set(STREAM), float("inf"), "rebalance", sleep=lambda _s: None) == set()
+    successor.collect()
+    successor.forget(set(STREAM))
+
+
+def finish(zombie: WriterEngine, position: dict[int, int]) -> None:
+    consume(zombie, position, {p: len(r) for p, r in STREAM.items()})
+    assert zombie.drain(set(zombie.states), float("inf"), "shutdown", sleep=lambda _s: None) == set()
+    zombie.collect()
+
+
+def test_a_conflict_handled_before_the_partitions_come_back_is_not_replayed_over_them(tmp_path: Path) -> None:
+    """Seen under load (issue 13): the zombie's main thread handles the conflict (rejoin due in 3 s), hears that
+    its partitions are lost, gets them back and consumes; then the rejoin fired and re-read the log under
+    buffers full of records it then consumed again: a flush's rows twice."""
+    dlq = RecordingDeadLetters()
+    zombie, successor = zombie_in_conflict(tmp_path, dlq)
+    zombie.collect()
+    assert zombie.conflicts
+    hand_back(zombie, successor)
+    position = {p: zombie.recover(p).next_offset or 0 for p in STREAM}
+    consume(zombie, position, {p: 2 * len(r) // 3 + 5 for p, r in STREAM.items()})
+    assert zombie.buffers.count, "records are buffered when the rejoin comes due"
+    rejoin(zombie, position)
+    finish(zombie, position)
+    assert_exactly_once(tmp_path, dlq)
+
+
+def test_a_conflict_of_an_earlier_ownership_leaves_the_new_one_alone(tmp_path: Path) -> None:
+    """The conflict is collected only after the partitions were lost and recovered again: it is about the old
+    ownership, so the recovered partition keeps its state and nothing is read again."""
+    dlq = RecordingDeadLetters()
+    zombie, successor = zombie_in_conflict(tmp_path, dlq)
+    hand_back(zombie, successor)
+    position = {p: zombie.recover(p).next_offset or 0 for p in STREAM}
+    states = dict(zombie.states)
+    zombie.collect()
+    assert not zombie.conflicts and zombie.states == states
+    finish(zombie, position)
+    assert_exactly_once(tmp_path, dlq)
+
+
+def test_recovering_a_partition_again_drops_what_was_buffered_for_it(tmp_path: Path) -> None:
+    """Recovery is a restart from the log: the caller consumes again from the restart offset, so records held
+    from before must go (kept, they would be written twice)."""
+    dlq = RecordingDeadLetters()
+    engine = writer(FaultyStorage(tmp_path), dlq, event_count=25)
+    position = {p: engine.recover(p).next_offset or 0 for p in STREAM}
+    consume(engine, position, {p: len(r) // 2 + 5 for p, r in STREAM.items()})
+    assert engine.buffers.count
+    position = {p: engine.recover(p).next_offset or 0 for p in STREAM}
+    finish(engine, position)
+    assert_exactly_once(tmp_path, dlq)

@@ -151,7 +151,10 @@ class WriterEngine:
     def recover(self, partition: int, wait: float = 60.0) -> PartitionState:
         """Take over a partition: roll its commit log forward/back and return where to resume (StorageError).
         Jobs of an earlier ownership of the partition (cancelled) leave the queue first, so none of them
-        can commit behind the recovered state's back."""
+        can commit behind the recovered state's back. Recovery starts the partition over from its log: the
+        caller consumes again from the returned restart offset, so records still buffered from before are
+        dropped (kept, they would be written a second time), and a conflict still pending for the partition
+        is settled (this recovery has read what the other writer committed)."""
         deadline = time.monotonic() + wait
         if not self.threaded and any(job.partition == partition for job in self.queue):
             self.process()  # inline mode: a job kept from a lost ownership runs (or fails) first
@@ -160,8 +163,10 @@ class WriterEngine:
                 or (self._running is not None and self._running.partition == partition)):
             time.sleep(0.01)
         state = self.commitlog.recover(partition)
+        self.buffers.drop_partition(partition)
         self.states[partition] = state
         self.positions.pop(partition, None)
+        self.conflicts.discard(partition)
         return state
 
     def forget(self, partitions: set[int], *, finish_dead_lettered: bool = False) -> int:
@@ -314,7 +319,10 @@ class WriterEngine:
         while self.done:
             job = self.done.popleft()
             if job.conflict:
-                conflicts.add(job.partition)
+                if job.state is self.states.get(job.partition):
+                    conflicts.add(job.partition)
+                else:  # a job of an earlier ownership, lost or recovered since: nothing left to settle
+                    log.info("conflict of an earlier ownership of partition %d ignored", job.partition)
             elif job.published and not job.cancelled:
                 advanced.add(job.partition)
                 self.flush_reasons[job.reason] = self.flush_reasons.get(job.reason, 0) + 1
