@@ -39,8 +39,8 @@ kafka: venv  ## fetch the Kafka broker jars from Maven Central into the cache
 k8s:  ## build etcd, the control plane, kubelet, kube-proxy, kubectl, helm from the Go module proxy (cached)
 	bash scripts/k8s-binaries.sh
 
-tools:  ## build CoreDNS, the local-path provisioner, skaffold and Helm 4 from the Go module proxy (cached)
-	bash scripts/go-tools.sh coredns local-path skaffold helm4
+tools:  ## build CoreDNS, the local-path provisioner, skaffold, Helm 4, Prometheus and promtool from the Go module proxy (cached)
+	bash scripts/go-tools.sh coredns local-path skaffold helm4 prometheus
 
 images: system-deps k8s kafka  ## build the cluster's images with buildah (Debian base, pause, Kafka, the project's)
 	bash scripts/cluster-images.sh build base

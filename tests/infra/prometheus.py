@@ -4,6 +4,7 @@ prometheus), the chart's PrometheusRule rendered with `helm template`, and a rea
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import urllib.request
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "zeek-pipeline"
 DASHBOARD = CHART / "dashboards" / "zeek-pipeline.json"
 METRIC_NAME = re.compile(r"\b(zeek_[a-z0-9_]+)\b")
+# The newest prometheus-operator module version the Go module proxy serves with its example CRDs.
+PROMETHEUS_OPERATOR = ("github.com/prometheus-operator/prometheus-operator", "v0.94.1")
+CACHE_ROOT = Path(os.environ.get("ZEEK_PIPELINE_CACHE", Path.home() / ".cache" / "zeek-pipeline"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,20 @@ def prometheus_binaries() -> PrometheusBinaries:
     if result.returncode != 0 or set(paths) != {"prometheus", "promtool"}:
         raise RuntimeError(f"{SCRIPT} prometheus failed with exit code {result.returncode}")
     return PrometheusBinaries(paths["prometheus"], paths["promtool"])
+
+
+def prometheus_operator_crds(*kinds: str) -> list[Path]:
+    """The Prometheus Operator's CRD files (`example/prometheus-operator-crd/monitoring.coreos.com_<kind>.yaml`),
+    from its Go module downloaded into the cache by `go mod download` (never a committed copy)."""
+    module, version = PROMETHEUS_OPERATOR
+    env = {**os.environ, "GOMODCACHE": str(CACHE_ROOT / "go" / "mod"), "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
+           "GOSUMDB": os.environ.get("GOSUMDB_OVERRIDE", "off")}
+    result = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
+                            env=env, cwd=CACHE_ROOT, timeout=600, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"go mod download {module}@{version} failed: {result.stdout}{result.stderr}")
+    directory = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    return [directory / f"monitoring.coreos.com_{kind}.yaml" for kind in kinds]
 
 
 def render_chart(*values: str) -> list[dict[str, Any]]:
@@ -127,11 +145,11 @@ class PrometheusServer:
     def start(self) -> PrometheusServer:
         config = self.directory / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        log = (self.directory / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [str(self.binary), f"--config.file={config}", f"--storage.tsdb.path={self.directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
+        with (self.directory / "prometheus.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(self.binary), f"--config.file={config}", f"--storage.tsdb.path={self.directory / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT)
         wait_for("prometheus to be ready", self._ready, timeout=60)
         return self
 
