@@ -207,3 +207,21 @@ def test_environment_sets_the_database_paths(databases: tuple[Path, Path]) -> No
         env_name("enrich", "geoip", "city_db"): str(city), env_name("enrich", "geoip", "asn_db"): str(asn)})
     assert settings.enrich.geoip.city_db == str(city) and settings.enrich.geoip.asn_db == str(asn)
     assert enriched(settings.enrich, CONN)["src_asn"] == 15169
+
+
+def test_validate_config_opens_the_geoip_databases(databases: tuple[Path, Path], tmp_path: Path) -> None:
+    config = orjson.loads((PROJECT_ROOT / "config" / "config.json").read_bytes())
+    for name in ("normalization.json", "schema.json"):
+        (tmp_path / name).write_bytes((PROJECT_ROOT / "config" / name).read_bytes())
+
+    def validate(geoip: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "config.json").write_bytes(orjson.dumps({**config, "enrich": {"geoip": geoip}}))
+        return subprocess.run([sys.executable, "-m", "zeek_pipeline.cli", "validate-config", "--config",
+                               str(tmp_path)], capture_output=True, text=True, timeout=120, check=False,
+                              env={"PATH": "/usr/bin:/bin"})
+
+    good = validate({"city_db": str(databases[0]), "asn_db": str(databases[1])})
+    assert good.returncode == 0 and "ok  GeoIP databases" in good.stdout, good.stderr
+    bad = validate({"city_db": str(databases[1])})
+    assert bad.returncode == 1
+    assert f"enrich.geoip.city_db: {databases[1]}: is a GeoLite2-ASN database" in bad.stderr

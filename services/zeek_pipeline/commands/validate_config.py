@@ -2,7 +2,8 @@
 
 Each error names the file, the key path, the bad value and what is allowed. Beyond each file on its own,
 it checks that every log type's Parquet layout can be derived from schema.json + normalization.json, and
-warns (without failing) about promoted raw fields that schema.json does not type. Exit 0 when all three
+warns (without failing) about promoted raw fields that schema.json does not type, and opens the GeoIP
+databases that `enrich.geoip` names. Exit 0 when all three
 files are valid, 1 otherwise, 2 when DIR is not a directory.
 """
 
@@ -42,7 +43,17 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"ok  {directory / name}\n")
         return value
 
-    check("config.json", load_settings)
+    settings = check("config.json", load_settings)
+    if settings is not None and settings.enrich.geoip.enabled:
+        from zeek_pipeline.core.geoip import GeoIpError, GeoIpLookup
+
+        try:  # the databases are opened at start too: a bad one is a config error, found here first
+            GeoIpLookup(settings.enrich.geoip).close()
+        except GeoIpError as exc:
+            failed = True
+            err.write(f"{directory / 'config.json'}: {exc}\n")
+        else:
+            out.write(f"ok  GeoIP databases of {directory / 'config.json'}\n")
     rules = check("normalization.json", load_rules)
     schema = check("schema.json", load_schema)
 
