@@ -5,6 +5,10 @@ http log, flat with epoch times), once as they are (flat) and once converted to 
 (epoch floats), shuffled with a fixed seed so log types interleave as on a real topic. A naive baseline
 (stdlib json, datetime and ipaddress per record, no caches) runs on the same mix for comparison. Prints
 a table and writes bench/results/transform.json. Target: >= 100k msg/s per core.
+
+GeoIP/ASN (enrich.geoip): the same mix through a Transformer with City and ASN databases the bench builds
+(GeoLite2-sized records for every public IPv4 /14, tests/infra/geoip.py), with the default address cache and
+with none (every lookup decoded from the database), as microseconds per record against GeoIP off.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from tests.infra.zeek_data import json_logs, read_lines  # noqa: E402
 
 from zeek_pipeline.core.forms import to_tagged  # noqa: E402
+from zeek_pipeline.core.rules import EnrichSettings, GeoIpSettings  # noqa: E402
 from zeek_pipeline.core.transform import Accepted, Transformer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -101,6 +106,33 @@ def measure_naive(bodies: list[bytes]) -> float:
     return len(bodies) / (time.perf_counter() - started)
 
 
+def measure_geoip(bodies: list[bytes]) -> dict[str, float]:
+    """µs per record with GeoIP off, on with the default cache, and on without a cache; plus how many
+    records got a geo field (a public, non-local address)."""
+    import tempfile
+
+    from tests.infra.geoip import write_realistic_dbs
+
+    with tempfile.TemporaryDirectory(prefix="bench-geoip-") as folder:
+        city, asn = write_realistic_dbs(Path(folder))
+        out: dict[str, float] = {}
+        for name, geoip in (("off", GeoIpSettings()),
+                            ("cached", GeoIpSettings(city_db=str(city), asn_db=str(asn))),
+                            ("uncached", GeoIpSettings(city_db=str(city), asn_db=str(asn), cache_size=0))):
+            transformer = Transformer.from_config_dir(ROOT / "config", enrich=EnrichSettings(geoip=geoip))
+            rate, accepted, _ = measure(transformer, bodies)
+            assert accepted == len(bodies)
+            out[f"us_per_record_{name}"] = round(1e6 / rate, 3)
+        transformer = Transformer.from_config_dir(ROOT / "config", enrich=EnrichSettings(
+            geoip=GeoIpSettings(city_db=str(city), asn_db=str(asn))))
+        results = [transformer.transform(body) for body in bodies]
+        looked_up = sum(1 for result in results if type(result) is Accepted and b'_geo_country"' in result.value)
+    out["records_with_geo"] = looked_up
+    out["geoip_cost_us_cached"] = round(out["us_per_record_cached"] - out["us_per_record_off"], 3)
+    out["geoip_cost_us_uncached"] = round(out["us_per_record_uncached"] - out["us_per_record_off"], 3)
+    return out
+
+
 def main() -> int:
     flat, tagged = load_mix()
     transformer = Transformer.from_config_dir(ROOT / "config")
@@ -112,6 +144,7 @@ def main() -> int:
         rows.append((name, len(bodies), rate, size // max(accepted, 1)))
         assert accepted == len(bodies), f"{len(bodies) - accepted} rejects in the real mix"
     naive_rate = measure_naive(flat[:50_000])
+    geoip = measure_geoip(flat)
 
     print(f"real mix: {len(flat):,} records, {len(types)} log types "
           f"(top: {', '.join(f'{t} {n:,}' for t, n in types.most_common(4))})")
@@ -119,6 +152,10 @@ def main() -> int:
     for name, count, rate, avg in rows:
         print(f"{name:<24}{count:>10,}{rate:>16,.0f}{avg:>11,}")
     print(f"{'naive baseline (flat)':<24}{50_000:>10,}{naive_rate:>16,.0f}")
+    print(f"GeoIP/ASN on the flat mix ({geoip['records_with_geo']:,.0f} of {len(flat):,} records have a public, "
+          f"non-local address): {geoip['us_per_record_off']:.2f} µs/record off, "
+          f"{geoip['us_per_record_cached']:.2f} on (+{geoip['geoip_cost_us_cached']:.2f} µs, address cache), "
+          f"{geoip['us_per_record_uncached']:.2f} without cache (+{geoip['geoip_cost_us_uncached']:.2f} µs)")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
@@ -126,6 +163,7 @@ def main() -> int:
         "records": len(flat), "log_types": len(types),
         "flat": round(rows[0][2]), "tagged": round(rows[1][2]), "both": round(rows[2][2]),
         "naive_flat": round(naive_rate), "target": 100_000,
+        "geoip": geoip,
     }
     (RESULTS / "transform.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -88,3 +88,56 @@ def write_asn_db(path: Path, *, world: bool = False, database_type: str = "GeoLi
         writer.insert_network(network, _asn(place))
     writer.to_db_file(str(path))
     return path
+
+
+_LANGUAGES = ("de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN")  # GeoLite2's eight
+
+
+def _names(text: str) -> dict[str, str]:
+    return {language: f"{text} ({language})" if language != "en" else text for language in _LANGUAGES}
+
+
+def _full_city(index: int) -> dict[str, object]:
+    """A record the size and shape of a GeoLite2-City one (names in eight languages, continent, subdivisions)."""
+    country = _COUNTRIES[index % len(_COUNTRIES)]
+    return {
+        "city": {"geoname_id": MmdbU32(5_000_000 + index), "names": _names(f"City-{index}")},
+        "continent": {"code": "EU", "geoname_id": MmdbU32(6_255_148), "names": _names("Europe")},
+        "country": {"geoname_id": MmdbU32(2_921_044 + index % 10), "iso_code": country, "names": _names(country)},
+        "location": {"accuracy_radius": 20 + index % 200, "latitude": MmdbF64((index % 180) - 90.0 + 0.5),
+                     "longitude": MmdbF64((index % 360) - 180.0 + 0.25), "time_zone": "Europe/Berlin"},
+        "postal": {"code": f"{10000 + index}"},
+        "registered_country": {"geoname_id": MmdbU32(2_921_044), "iso_code": country, "names": _names(country)},
+        "subdivisions": [{"geoname_id": MmdbU32(2_951_839 + index), "iso_code": "BY",
+                          "names": _names(f"Region-{index % 50}")}],
+    }
+
+
+def write_realistic_dbs(folder: Path, *, prefix: int = 14, cities: int = 2000) -> tuple[Path, Path]:
+    """City and ASN databases for `make bench`: every public IPv4 /`prefix` (about 14,000 networks at /14) and
+    2000::/3 in /16s, answered by `cities` distinct GeoLite2-sized records, so tree depth and record decoding
+    cost about what the real databases cost (the real City database has more networks, the same record size)."""
+    city_writer, asn_writer = _writer("GeoLite2-City"), _writer("GeoLite2-ASN")
+    step = 1 << (16 - prefix) if prefix <= 16 else 1
+    index = 0
+    private = IPSet(["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                     "192.168.0.0/16"])
+    for first in range(1, 224):
+        for second in range(0, 256, step):
+            network = IPSet([f"{first}.{second}.0.0/{prefix}"]) - private
+            if not network:
+                continue
+            index += 1
+            city_writer.insert_network(network, _full_city(index % cities))
+            asn_writer.insert_network(network, {"autonomous_system_number": MmdbU32(1000 + index % 60_000),
+                                                "autonomous_system_organization": f"Example Networks {index % 60_000}"})
+    for block in range(0x2000, 0x4000, 0x20):
+        network = IPSet([f"{block:x}::/11"])
+        index += 1
+        city_writer.insert_network(network, _full_city(index % cities))
+        asn_writer.insert_network(network, {"autonomous_system_number": MmdbU32(1000 + index % 60_000),
+                                            "autonomous_system_organization": f"Example Networks {index % 60_000}"})
+    city, asn = folder / "GeoLite2-City.mmdb", folder / "GeoLite2-ASN.mmdb"
+    city_writer.to_db_file(str(city))
+    asn_writer.to_db_file(str(asn))
+    return city, asn
