@@ -101,8 +101,13 @@ class ParquetOutput(_Section):
 
 
 class KafkaOutput(_Section):
+    """The output cluster: zeek-normalized, zeek-dlq, the status topic and the writer's group live here.
+
+    `brokers` unset (the default) means the input cluster, `kafka.brokers`. Security is `kafka.security` for
+    both clusters."""
+
     enabled: bool = True
-    brokers: list[str] | None = None  # default: kafka.brokers
+    brokers: list[str] | None = Field(None, min_length=1)  # default: kafka.brokers
     topic: str = Field("zeek-normalized", min_length=1)
     dlq_topic: str = Field("zeek-dlq", min_length=1)
     compression: Compression = "lz4"
@@ -173,6 +178,13 @@ class StatusSettings(_Section):
     interval_seconds: float = Field(30, gt=0)
 
 
+TWO_CLUSTERS_NEED_AT_LEAST_ONCE = (
+    "output.kafka.brokers names another cluster than kafka.brokers, which normalizer.processing_guarantee "
+    "exactly_once cannot serve: a Kafka transaction cannot span two clusters (the input offsets would be "
+    "committed on the output cluster, never where the group reads them). Set "
+    "normalizer.processing_guarantee to at_least_once, or use one cluster (leave output.kafka.brokers unset)")
+
+
 class Settings(BaseSettings):
     """The whole config.json. The environment naming is declared here, the pydantic-settings way, but only
     `load_settings` / `settings_from` read the environment: `Settings(...)` and `model_validate` validate exactly
@@ -192,9 +204,27 @@ class Settings(BaseSettings):
     enrich: EnrichSettings = EnrichSettings()
     instance_id: str | None = None  # default: the pod / host name
 
+    @model_validator(mode="after")
+    def _transactions_on_one_cluster(self) -> Settings:
+        if self.normalizer.processing_guarantee == "exactly_once" and self.separate_output_cluster:
+            raise ValueError(TWO_CLUSTERS_NEED_AT_LEAST_ONCE)
+        return self
+
+    @property
+    def input_bootstrap_servers(self) -> str:
+        """The input cluster: zeek-raw, the normalizer-enricher's group and its committed offsets."""
+        return self.kafka.bootstrap_servers
+
     @property
     def output_bootstrap_servers(self) -> str:
+        """The output cluster: zeek-normalized, zeek-dlq, the status topic, the parquet-writer's group."""
         return ",".join(self.output.kafka.brokers or self.kafka.brokers)
+
+    @property
+    def separate_output_cluster(self) -> bool:
+        """True when output.kafka.brokers names other brokers than kafka.brokers (order and repeats aside)."""
+        brokers = self.output.kafka.brokers
+        return brokers is not None and set(brokers) != set(self.kafka.brokers)
 
     @property
     def writer_topic(self) -> str:
@@ -285,7 +315,10 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 def _format_errors(source: str, error: ValidationError) -> str:
     lines = [f"{source}: {error.error_count()} invalid setting(s)"]
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if not item["loc"]:  # a check across sections: its message names the keys; the input is everything
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+            continue
+        path = ".".join(str(part) for part in item["loc"])
         value = item.get("input")
         shown = "<secret>" if "password" in path or "secret" in path or "key" in path.split(".")[-1] else value
         lines.append(f"  {path}: {item['msg']} (got {json.dumps(shown, default=str)[:200]})")

@@ -37,6 +37,18 @@ class GroupSpec:
     group: str
     topic: str
     role: str
+    bootstrap: str = ""  # the cluster of the topic and the group; empty: the monitor's own brokers
+
+
+class _Cluster:
+    """One Kafka cluster the monitor reads: its admin client, its committed-offsets reader, its groups."""
+
+    def __init__(self, conf: Mapping[str, Any], groups: Sequence[GroupSpec]) -> None:
+        self.conf = dict(conf)
+        self.bootstrap = str(conf.get("bootstrap.servers", ""))
+        self.groups = list(groups)
+        self.admin: AdminClient | None = None
+        self.offsets = CommittedOffsets(self.conf)
 
 
 @dataclass(frozen=True)
@@ -89,18 +101,25 @@ def _result(future: Future[Any], timeout: float) -> Any:
 
 
 class LagMonitor:
-    """The lag source the app uses: `refresh()` reads everything once; `start()` refreshes in a thread."""
+    """The lag source the app uses: `refresh()` reads everything once; `start()` refreshes in a thread.
+
+    Each group is read on its own cluster (GroupSpec.bootstrap): with `output.kafka.brokers` set, the
+    normalizer-enricher's group on the input cluster and the parquet-writer's on the output one. `kafka` then
+    describes both: reachable only when both are, the brokers summed, each error prefixed by its cluster."""
 
     def __init__(self, admin_conf: Mapping[str, Any], groups: Sequence[GroupSpec], *, interval: float = 5.0,
                  clock: Callable[[], float] = time.time, timeout: float = 5.0) -> None:
-        self._conf = dict(admin_conf)
-        self._bootstrap = str(admin_conf.get("bootstrap.servers", ""))
+        default = str(admin_conf.get("bootstrap.servers", ""))
         self._groups = list(groups)
+        by_bootstrap: dict[str, list[GroupSpec]] = {}
+        for spec in self._groups:
+            by_bootstrap.setdefault(spec.bootstrap or default, []).append(spec)
+        self._clusters = [_Cluster({**admin_conf, "bootstrap.servers": bootstrap}, specs)
+                          for bootstrap, specs in by_bootstrap.items()] or [_Cluster(admin_conf, [])]
+        self._bootstrap = "; ".join(cluster.bootstrap for cluster in self._clusters)
         self._interval = interval
         self._clock = clock
         self._timeout = timeout
-        self._admin: AdminClient | None = None
-        self._offsets = CommittedOffsets(self._conf)
         self._history: dict[tuple[str, ...], deque[Sample]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,7 +144,8 @@ class LagMonitor:
 
     def close(self) -> None:
         """Close the group consumers (they never joined their groups, so this leaves no trace)."""
-        self._offsets.close()
+        for cluster in self._clusters:
+            cluster.offsets.close()
 
     def snapshot(self) -> LagSnapshot:
         with self._lock:
@@ -145,62 +165,95 @@ class LagMonitor:
     # --- one read -----------------------------------------------------------------------------
     def refresh(self) -> LagSnapshot:
         now = self._clock()
-        if self._admin is None:
-            self._admin = AdminClient(self._conf)
-        admin = self._admin
+        with self._lock:
+            old = {group.group: group for group in self._snapshot.lag.groups}
+            old_checked = self._snapshot.lag.checked_at
+        states: list[KafkaState] = []
+        views: dict[str, LagGroup] = {}
+        errors: list[str] = []
+        for cluster in self._clusters:
+            state, read, error = self._read_cluster(cluster, now)
+            states.append(state)
+            if error:
+                errors.append(self._in_cluster(cluster, error))
+            for spec in cluster.groups:
+                view = read.get(spec.group) if read is not None else old.get(spec.group)
+                if view is not None:
+                    views[spec.group] = view
+        kafka = self._combined(states, now)
+        read_any = any(state.reachable for state in states)
+        lag = Lag(reachable=kafka.reachable, checked_at=now if read_any else old_checked,
+                  error="; ".join(errors) or None, groups=[views[spec.group] for spec in self._groups
+                                                          if spec.group in views])
+        snapshot = LagSnapshot(lag, kafka)
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _in_cluster(self, cluster: _Cluster, text: str) -> str:
+        return text if len(self._clusters) == 1 else f"{cluster.bootstrap}: {text}"
+
+    def _combined(self, states: list[KafkaState], now: float) -> KafkaState:
+        if len(states) == 1:
+            return states[0]
+        brokers = [state.brokers for state in states]
+        errors = [state.error for state in states if state.error]
+        return KafkaState(bootstrap=self._bootstrap, reachable=all(state.reachable for state in states),
+                          checked_at=now, brokers=None if None in brokers else sum(b or 0 for b in brokers),
+                          error="; ".join(errors) or None)
+
+    def _read_cluster(self, cluster: _Cluster, now: float
+                      ) -> tuple[KafkaState, dict[str, LagGroup] | None, str | None]:
+        """One cluster's state, its groups' views (None when it is unreachable) and the error to show."""
+        if cluster.admin is None:
+            cluster.admin = AdminClient(cluster.conf)
+        admin = cluster.admin
         admin.poll(0)  # serves librdkafka's log lines to the `logger` in the conf (they queue up otherwise)
         try:
             metadata = admin.list_topics(timeout=self._timeout)
         except Exception as exc:  # noqa: BLE001 - unreachable is a state to show, not a crash
             error = f"Kafka unreachable: {_error_text(exc)}"
-            with self._lock:
-                old = self._snapshot.lag
-                self._snapshot = LagSnapshot(
-                    Lag(reachable=False, checked_at=old.checked_at, error=error, groups=old.groups),
-                    KafkaState(bootstrap=self._bootstrap, reachable=False, checked_at=now, brokers=None, error=error))
-                return self._snapshot
-        kafka = KafkaState(bootstrap=self._bootstrap, reachable=True, checked_at=now, brokers=len(metadata.brokers),
-                           error=None)
+            return (KafkaState(bootstrap=cluster.bootstrap, reachable=False, checked_at=now, brokers=None,
+                               error=self._in_cluster(cluster, error)), None, error)
+        kafka = KafkaState(bootstrap=cluster.bootstrap, reachable=True, checked_at=now,
+                           brokers=len(metadata.brokers), error=None)
         topic_partitions = {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
-        committed, group_errors = self._committed(topic_partitions)
-        described = self._describe(admin)
+        committed, group_errors = self._committed(cluster, topic_partitions)
+        described = self._describe(admin, cluster.groups)
         wanted: list[TopicPartition] = []
         group_topics: dict[str, list[str]] = {}
-        for spec in self._groups:
+        for spec in cluster.groups:
             names = [spec.topic]
             group_topics[spec.group] = names
             for name in names:
                 wanted.extend(TopicPartition(name, p) for p in topic_partitions.get(name, []))
         latest, earliest, offsets_error = self._watermarks(admin, wanted)
 
-        groups = []
-        for spec in self._groups:
+        groups = {}
+        for spec in cluster.groups:
             state, members = described.get(spec.group, (None, None))
             topics = []
             for name in group_topics[spec.group]:
                 topics.append(self._topic_view(spec.group, name, topic_partitions.get(name), committed.get(
                     spec.group, {}).get(name, {}), latest, earliest, offsets_error, now))
-            groups.append(LagGroup(group=spec.group, role=spec.role, state=state, members=members,
-                                   error=group_errors.get(spec.group), topics=topics))
-        snapshot = LagSnapshot(Lag(reachable=True, checked_at=now, error=offsets_error, groups=groups), kafka)
-        with self._lock:
-            self._snapshot = snapshot
-        return snapshot
+            groups[spec.group] = LagGroup(group=spec.group, role=spec.role, state=state, members=members,
+                                          error=group_errors.get(spec.group), topics=topics)
+        return kafka, groups, offsets_error
 
-    def _committed(self, topic_partitions: dict[str, list[int]]
+    def _committed(self, cluster: _Cluster, topic_partitions: dict[str, list[int]]
                    ) -> tuple[dict[str, dict[str, dict[int, int | None]]], dict[str, str]]:
         """group -> topic -> partition -> committed offset (None when the group has none), read the safe way
         (`CommittedOffsets`: not AdminClient.list_consumer_group_offsets, librdkafka#5040)."""
         result: dict[str, dict[str, dict[int, int | None]]] = {}
         errors: dict[str, str] = {}
-        for spec in self._groups:
+        for spec in cluster.groups:
             partitions = [TopicPartition(spec.topic, p) for p in topic_partitions.get(spec.topic, [])]
             topics = result.setdefault(spec.group, {})
             if not partitions:
                 continue
             try:
-                answer = self._offsets.read(spec.group, partitions, self._timeout)
+                answer = cluster.offsets.read(spec.group, partitions, self._timeout)
             except Exception as exc:  # noqa: BLE001 - one group's failure must not hide the other
                 errors[spec.group] = f"committed offsets unavailable: {_error_text(exc)}"
                 continue
@@ -208,8 +261,8 @@ class LagMonitor:
                 topics.setdefault(topic, {})[partition] = offset
         return result, errors
 
-    def _describe(self, admin: AdminClient) -> dict[str, tuple[str | None, int | None]]:
-        names = sorted({spec.group for spec in self._groups})
+    def _describe(self, admin: AdminClient, groups: Sequence[GroupSpec]) -> dict[str, tuple[str | None, int | None]]:
+        names = sorted({spec.group for spec in groups})
         described: dict[str, tuple[str | None, int | None]] = {}
         try:
             futures = admin.describe_consumer_groups(names, request_timeout=self._timeout)

@@ -81,8 +81,12 @@ class Sources:
 
 
 def group_specs(settings: Settings) -> list[GroupSpec]:
-    return [GroupSpec(settings.kafka.group_id, settings.kafka.topic, "normalizer-enricher"),
-            GroupSpec(settings.writer.group_id, settings.writer_topic, "parquet-writer")]
+    """Each group on the cluster it consumes from: the normalizer-enricher's on the input cluster
+    (kafka.brokers), the parquet-writer's on the output cluster (output.kafka.brokers, default the same)."""
+    return [GroupSpec(settings.kafka.group_id, settings.kafka.topic, "normalizer-enricher",
+                      settings.input_bootstrap_servers),
+            GroupSpec(settings.writer.group_id, settings.writer_topic, "parquet-writer",
+                      settings.output_bootstrap_servers)]
 
 
 def retention_of(settings: Settings) -> Retention:
@@ -92,8 +96,9 @@ def retention_of(settings: Settings) -> Retention:
 
 
 def kafka_sources(settings: Settings) -> Sources:
-    """The real sources: a status topic reader and a lag monitor on the configured brokers."""
-    conf = kafka_config.common(settings)
+    """The real sources: a status topic reader on the output cluster, where every service publishes its status
+    (runtime/status.py uses the output producer), and a lag monitor reading each group on its own cluster."""
+    conf = kafka_config.admin(settings, "output")
     conf["client.id"] = "zeek-pipeline-health"
     # Reconnect calmly: the page reports an outage anyway, and every failed attempt is a librdkafka log line.
     for key, value in (("reconnect.backoff.ms", 1000), ("reconnect.backoff.max.ms", 10_000)):

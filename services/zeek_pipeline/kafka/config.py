@@ -2,11 +2,16 @@
 
 `kafka.librdkafka` passes through to every client and wins over derived values; `kafka.librdkafka_consumer`
 and `kafka.librdkafka_producer` pass through to one kind of client only and win over both.
+
+Two clusters, one the default for both: the input cluster (`kafka.brokers`) holds zeek-raw and the
+normalizer-enricher's group; the output cluster (`output.kafka.brokers`) holds zeek-normalized, zeek-dlq, the
+status topic and the parquet-writer's group. Producers always write to the output cluster; consumers and
+admin clients name theirs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from zeek_pipeline.kafka.client_log import librdkafka_logger
 from zeek_pipeline.settings import KafkaSecurity, Settings
@@ -32,6 +37,13 @@ def _security(security: KafkaSecurity) -> dict[str, Any]:
     return conf
 
 
+Cluster = Literal["input", "output"]
+
+
+def bootstrap_servers(settings: Settings, cluster: Cluster) -> str:
+    return settings.input_bootstrap_servers if cluster == "input" else settings.output_bootstrap_servers
+
+
 def common(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:
     """Connection settings every client shares."""
     conf: dict[str, Any] = {
@@ -46,9 +58,9 @@ def common(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:
     return conf
 
 
-def consumer(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """A manual-commit, read_committed consumer with cooperative rebalancing."""
-    conf = common(settings)
+def consumer(settings: Settings, group_id: str, *, cluster: Cluster = "input", **overrides: Any) -> dict[str, Any]:
+    """A manual-commit, read_committed consumer with cooperative rebalancing, on the cluster its topic lives on."""
+    conf = common(settings, bootstrap_servers(settings, cluster))
     conf.update({
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -73,8 +85,8 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> dict[str, A
 
 
 def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """An idempotent, compressed, batching producer for the output topics."""
-    conf = common(settings, settings.output_bootstrap_servers)
+    """An idempotent, compressed, batching producer for the output topics (always the output cluster)."""
+    conf = common(settings, bootstrap_servers(settings, "output"))
     conf.update({
         "enable.idempotence": True,
         "acks": "all",
@@ -91,5 +103,5 @@ def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def admin(settings: Settings) -> dict[str, Any]:
-    return common(settings)
+def admin(settings: Settings, cluster: Cluster = "input") -> dict[str, Any]:
+    return common(settings, bootstrap_servers(settings, cluster))

@@ -137,8 +137,8 @@ class NormalizerService:
     def _client_logger(self) -> logging.Logger:
         return logging.getLogger("zeek_pipeline.librdkafka")
 
-    def _admin(self) -> AdminClient:
-        conf = kafka_config.common(self.settings, self.settings.output_bootstrap_servers)
+    def _admin(self, cluster: kafka_config.Cluster) -> AdminClient:
+        conf = kafka_config.admin(self.settings, cluster)
         conf.update({"error_cb": self._quiet_error, "logger": self._client_logger()})
         return AdminClient(conf)
 
@@ -191,21 +191,31 @@ class NormalizerService:
 
     # --- startup -----------------------------------------------------------------------------------
     def _wait_for_topics(self) -> bool:
-        """Wait (not ready, not failing) until the input, output and dead-letter topics exist."""
-        admin = self._admin()
-        wanted = [self.input_topic, self.output_topic, self.dlq_topic]
+        """Wait (not ready, not failing) until the input topic exists on the input cluster and the output and
+        dead-letter topics on the output cluster (the same one unless output.kafka.brokers names another)."""
+        input_admin = self._admin("input")
+        output_admin = self._admin("output") if self.settings.separate_output_cluster else input_admin
+        wanted = [(input_admin, "input", [self.input_topic]),
+                  (output_admin, "output", [self.output_topic, self.dlq_topic])]
         next_log = 0.0
         while not self.runtime.stop_requested:
-            try:
-                existing = set(admin.list_topics(timeout=5).topics)
-                missing = [topic for topic in wanted if topic not in existing]
-            except KafkaException as exc:
-                missing = wanted
-                reason = f"broker unreachable: {describe(exc)}"
+            missing: list[str] = []
+            unreachable: list[str] = []
+            for admin, cluster, names in wanted:
+                try:
+                    existing = set(admin.list_topics(timeout=5).topics)
+                except KafkaException as exc:
+                    missing += names
+                    unreachable.append(f"{cluster} cluster: {describe(exc)}"
+                                       if self.settings.separate_output_cluster else describe(exc))
+                    continue
+                missing += [topic for topic in names if topic not in existing]
+            if unreachable:
+                reason = f"broker unreachable: {'; '.join(unreachable)}"
             else:
                 reason = f"waiting for topics: {', '.join(missing)}"
             if not missing:
-                self._read_topic_limits(admin)
+                self._read_topic_limits(output_admin)
                 return True
             self.runtime.set_state("starting", reason)
             if time.monotonic() >= next_log:

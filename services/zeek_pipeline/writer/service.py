@@ -119,8 +119,9 @@ class WriterService:
         runtime = self.runtime
         runtime.install_signal_handlers()
         runtime.start()
-        conf = kafka_config.consumer(self.settings, self.settings.writer.group_id, error_cb=self.kafka_errors,
-                                     logger=librdkafka_logger())
+        # zeek-normalized and the writer's group live on the output cluster (output.kafka.brokers).
+        conf = kafka_config.consumer(self.settings, self.settings.writer.group_id, cluster="output",
+                                     error_cb=self.kafka_errors, logger=librdkafka_logger())
         self.consumer = Consumer(conf)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
