@@ -161,15 +161,18 @@ class GroupLag:
     end_offsets: int = 0  # summed read_committed end offsets: their growth between ticks is the input rate
 
 
-def admin_config(spec: PipelineSpec, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def admin_config(spec: PipelineSpec, secrets: Mapping[str, Mapping[str, str]], *,
+                 output: bool = False) -> dict[str, Any]:
     """librdkafka settings for the operator's own AdminClient: the pipeline's brokers and security.
 
     secrets: Secret name -> decoded data, for the Secrets the spec references. TLS material is passed
-    inline (`ssl.*.pem`), so the operator never writes key files.
+    inline (`ssl.*.pem`), so the operator never writes key files. output: the output cluster's brokers
+    (spec.kafka.outputBootstrapServers, default the same), where the writer's group lives.
     """
     security = spec.kafka.security
+    brokers = (output and spec.kafka.output_bootstrap_servers) or spec.kafka.bootstrap_servers
     conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(spec.kafka.bootstrap_servers),
+        "bootstrap.servers": ",".join(brokers),
         "client.id": "zeek-operator",
         "security.protocol": security.protocol,
         "socket.timeout.ms": 10_000,

@@ -470,30 +470,35 @@ def _read_lag(kube: Kube, namespace: str, spec: PipelineSpec,
     if problem is not None:  # the reconcile reports it as the Degraded reason too
         extra["lagError"] = f"not read: {problem[1]}"
         return lags, extra, events
-    conf = admin_config(spec, secrets)
-    try:
-        reader = reader_factory(conf)
-    except LagError as exc:  # a client librdkafka refuses to create: said in the status, not as a traceback
-        extra["lagError"] = str(exc)
-        return lags, extra, events
-    errors: list[str] = []
-    reachable = True
-    for component, (group, topic) in {
-        "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw),
-        "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized),
-    }.items():
+    # The normalizer's group lives on the input cluster, the writer's on the output one (the same by default).
+    confs = {"input": admin_config(spec, secrets), "output": admin_config(spec, secrets, output=True)}
+    readers: dict[str, LagReader] = {}
+    for conf in confs.values():
         try:
-            lags[component] = reader.read(group, topic)
+            readers.setdefault(_reader_key(conf), reader_factory(conf))
+        except LagError as exc:  # a client librdkafka refuses to create: said in the status, not as a traceback
+            extra["lagError"] = str(exc)
+            return lags, extra, events
+    errors: list[str] = []
+    unreachable: set[str] = set()
+    for component, (group, topic, cluster) in {
+        "normalizer-enricher": (spec.kafka.consumer_groups.normalizer, spec.kafka.topics.raw, "input"),
+        "parquet-writer": (spec.kafka.consumer_groups.writer, spec.kafka.topics.normalized, "output"),
+    }.items():
+        key = _reader_key(confs[cluster])
+        if key in unreachable:
+            continue
+        try:
+            lags[component] = readers[key].read(group, topic)
         except LagError as exc:
             errors.append(str(exc))
             if exc.unreachable:  # one timeout is enough; drop the client so it stops reconnecting
-                dropped = _readers.pop(_reader_key(conf), None)
+                dropped = _readers.pop(key, None)
                 if dropped is not None:
                     dropped.close()
-                reachable = False
-                break
-    if spec.kafka.create_topics.enabled and reachable:
-        errors += _create_topics(spec, conf, events, extra)  # their lag is read from the next tick on
+                unreachable.add(key)
+    if spec.kafka.create_topics.enabled and not unreachable:
+        errors += _create_topics(spec, confs, events, extra)  # their lag is read from the next tick on
     extra["lagError"] = "; ".join(errors)
     if lags:
         extra["lag"] = {lag.group: lag.lag for lag in lags.values()}
@@ -576,24 +581,30 @@ def tick(kube: Kube, body: Mapping[str, Any], now: float | None = None,
         return _commit(kube, outcome, namespace, name)
 
 
-def _create_topics(spec: PipelineSpec, conf: Mapping[str, Any], events: list[Event],
+def _create_topics(spec: PipelineSpec, confs: Mapping[str, Mapping[str, Any]], events: list[Event],
                    extra: dict[str, Any]) -> list[str]:
+    """The raw topic on the input cluster, the other three on the output cluster (the same by default)."""
     from confluent_kafka import KafkaException
 
     from zeek_pipeline.kafka.topics import STATUS_TOPIC_CONFIG, ensure_topics
 
     topics = spec.kafka.topics
-    key = json.dumps([sorted(conf.get("bootstrap.servers", "").split(",")), topics.model_dump()], sort_keys=True)
-    if key in _topics_done:
-        return []
-    wanted = {topics.raw: spec.kafka.create_topics.partitions, topics.normalized: spec.kafka.create_topics.partitions,
-              topics.dlq: spec.kafka.create_topics.partitions, topics.status: 1}
-    try:
-        created = ensure_topics(conf, wanted, configs={topics.status: STATUS_TOPIC_CONFIG},
-                                replication_factor=spec.kafka.create_topics.replication_factor, timeout=10)
-    except (KafkaException, ApiError) as exc:
-        return [f"topic creation failed: {exc}"]
-    _topics_done.add(key)
+    partitions = spec.kafka.create_topics.partitions
+    per_cluster: dict[str, tuple[Mapping[str, Any], dict[str, int]]] = {}
+    for cluster, wanted in (("input", {topics.raw: partitions}),
+                            ("output", {topics.normalized: partitions, topics.dlq: partitions, topics.status: 1})):
+        per_cluster.setdefault(_reader_key(confs[cluster]), (confs[cluster], {}))[1].update(wanted)
+    created: list[str] = []
+    for conf, wanted in per_cluster.values():
+        key = json.dumps([sorted(conf.get("bootstrap.servers", "").split(",")), wanted], sort_keys=True)
+        if key in _topics_done:
+            continue
+        try:
+            created += ensure_topics(conf, wanted, configs={topics.status: STATUS_TOPIC_CONFIG},
+                                     replication_factor=spec.kafka.create_topics.replication_factor, timeout=10)
+        except (KafkaException, ApiError) as exc:
+            return [f"topic creation failed: {exc}"]
+        _topics_done.add(key)
     if created:
         events.append(Event("Normal", "TopicsCreated", f"created {', '.join(created)}"))
         extra["topicsCreated"] = created

@@ -116,7 +116,8 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
         },
         "output": {
             "parquet": parquet,
-            "kafka": {"enabled": True, "topic": kafka.topics.normalized, "dlq_topic": kafka.topics.dlq},
+            "kafka": {"enabled": True, "topic": kafka.topics.normalized, "dlq_topic": kafka.topics.dlq,
+                      **({"brokers": list(kafka.output_bootstrap_servers)} if kafka.output_bootstrap_servers else {})},
         },
         "log": {"path": None, "level": spec.log.level, "format": spec.log.format},  # stdout only in a pod
         "write": {
@@ -146,6 +147,7 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
 # config.json key -> the spec field a user would fix, for messages when the services' model refuses a value.
 _SETTINGS_TO_SPEC = {
     "kafka.brokers": "spec.kafka.bootstrapServers",
+    "output.kafka.brokers": "spec.kafka.outputBootstrapServers",
     "kafka.librdkafka": "spec.kafka.librdkafka",
     "write": "spec.writer.flush",
     "output.parquet": "spec.writer",
@@ -172,8 +174,10 @@ def render_config(spec: PipelineSpec) -> str:
     except ValidationError as exc:
         problems = []
         for item in exc.errors():
-            path = ".".join(str(part) for part in item["loc"])
-            problems.append((_spec_field(path), f"{item['msg']} (config.json {path})"))
+            message = str(item["msg"]).removeprefix("Value error, ")
+            # A check across sections (no location) starts its message with the key it is about.
+            path = ".".join(str(part) for part in item["loc"]) or message.split(" ", 1)[0]
+            problems.append((_spec_field(path), f"{message} (config.json {path})"))
         raise SpecError(problems) from None
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 

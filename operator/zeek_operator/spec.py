@@ -193,6 +193,11 @@ class TopicCreation(SpecModel):
 class KafkaSpec(SpecModel):
     bootstrap_servers: list[Annotated[str, Field(pattern=BOOTSTRAP_PATTERN)]] = Field(default=
         ..., min_length=1, description="host:port of one or more brokers.")
+    output_bootstrap_servers: list[Annotated[str, Field(pattern=BOOTSTRAP_PATTERN)]] | None = Field(
+        default=None, min_length=1,
+        description="Brokers of a separate output cluster (normalized, dlq and status topics, the writer's group); "
+                    "default: bootstrapServers. Needs normalizer.processingGuarantee at_least_once (a Kafka "
+                    "transaction cannot span two clusters). Security applies to both.")
     topics: KafkaTopics = Field(default=KafkaTopics(), description="Topic names.")
     consumer_groups: ConsumerGroups = Field(default=ConsumerGroups(), description="Consumer group ids.")
     security: KafkaSecuritySpec = Field(default=KafkaSecuritySpec(), description="SASL and TLS.")
