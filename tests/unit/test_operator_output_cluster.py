@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from zeek_operator import reconcile
 from zeek_operator.autoscale import GroupLag, LagError
@@ -64,6 +65,13 @@ def test_at_least_once_renders_the_output_cluster_for_the_services(tmp_path: Pat
     # without the field, one cluster as before (no brokers key at all)
     one = render_files(parse_spec({"kafka": {"bootstrapServers": [INPUT]}}))
     assert "brokers" not in json.loads(one["config.json"])["output"]["kafka"]
+
+
+def test_the_two_clusters_example_renders() -> None:
+    example = Path(__file__).resolve().parents[2] / "config/examples/zeekpipeline-two-clusters.yaml"
+    document = next(d for d in yaml.safe_load_all(example.read_text()) if d and d.get("kind") == "ZeekPipeline")
+    config = json.loads(render_files(parse_spec(document["spec"]))["config.json"])
+    assert config["output"]["kafka"]["brokers"] != config["kafka"]["brokers"]
 
 
 class Reader:
