@@ -24,10 +24,11 @@ from tests.infra.kafka import KafkaBroker
 from tests.infra.service_process import CONFIG, ZEEK, clean_env
 from tests.infra.waiting import wait_for
 from tests.infra.zeek_data import json_logs, read_lines
-from tests.integration.test_health_kafka import health_service
+from tests.integration.test_health_kafka import commit, free_port, health_service
 from tests.integration.test_normalizer_support import STATUS_CONFIG, Pipeline
 from tests.integration.test_normalizer_support import running as normalizer_running
 from tests.integration.test_writer_support import Lake, assert_exactly_once, last_data_offsets, running
+from zeek_pipeline.health.lag import GroupSpec, LagMonitor
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +151,39 @@ def test_at_least_once_across_two_clusters_writes_every_record_once_and_commits_
     assert counted.fetchall() == [(total, total)]
     schema = lake.dataset().schema
     assert schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+
+
+def test_lag_monitor_reads_each_group_on_its_cluster_and_keeps_one_cluster_figures_when_the_other_is_down(
+        kafka_bootstrap: str, output_bootstrap: str) -> None:
+    raw = topics.create_topic(kafka_bootstrap, topics.unique_name("lm-raw"), 2)
+    normalized = topics.create_topic(output_bootstrap, topics.unique_name("lm-norm"), 2)
+    lines = [line for path in small_logs()[0] for line in read_lines(path)][:900]
+    topics.produce(kafka_bootstrap, raw, lines, partition=0)
+    topics.produce(output_bootstrap, normalized, lines[:300], partition=1)
+    n_group, w_group = topics.unique_name("lm-n"), topics.unique_name("lm-w")
+    commit(kafka_bootstrap, n_group, {(raw, 0): 100})
+    commit(output_bootstrap, w_group, {(normalized, 1): 50})
+    specs = [GroupSpec(n_group, raw, "normalizer-enricher", kafka_bootstrap),
+             GroupSpec(w_group, normalized, "parquet-writer", output_bootstrap)]
+    both = LagMonitor({"bootstrap.servers": output_bootstrap}, specs, timeout=5.0)
+    snap = both.refresh()
+    both.close()
+    assert snap.kafka.reachable and snap.kafka.brokers == 2 and snap.lag.error is None
+    assert snap.kafka.bootstrap == f"{kafka_bootstrap}; {output_bootstrap}"
+    n_view, w_view = snap.lag.groups
+    assert (n_view.group, n_view.error, n_view.topics[0].lag) == (n_group, None, 800)
+    assert (w_view.group, w_view.error, w_view.topics[0].lag) == (w_group, None, 250)
+
+    # the output cluster unreachable: its group keeps its last figure, the input cluster's stays current
+    dead = f"127.0.0.1:{free_port()}"
+    specs[1] = GroupSpec(w_group, normalized, "parquet-writer", dead)
+    monitor = LagMonitor({"bootstrap.servers": kafka_bootstrap}, specs, timeout=1.0)
+    down = monitor.refresh()
+    monitor.close()
+    assert not down.kafka.reachable and down.kafka.error is not None
+    assert down.kafka.error.startswith(f"{dead}: Kafka unreachable: ")
+    assert [g.topics[0].lag if g.topics else None for g in down.lag.groups] == [800, None]
+    assert down.lag.groups[1].error == "not read yet"
 
 
 def run_zeek(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
