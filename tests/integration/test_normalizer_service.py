@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -73,9 +74,21 @@ def test_every_real_log_type_comes_out_once_equal_to_offline_normalize(kafka_boo
         expected_docs = normalize_offline(files, tmp_path)
         assert len(expected_docs) == real_count
         pipe.wait_all_committed(timeout=180, alive=service)
+        status = service.status()
         assert service.terminate() == 0, service.tail()
 
     outputs, letters = assert_exactly_once(pipe)
+    # What the dashboard shows per log type: every record counted once, in its type, after its commit.
+    flows: dict[str, dict[str, int]] = status["log_types"]  # type: ignore[assignment]
+    out_by_type = Counter(str(orjson.loads(r.value or b"{}")["log_type"]) for r in outputs)
+    assert {t: row.get("out", 0) for t, row in flows.items() if row.get("out")} == dict(out_by_type)
+    assert sum(row.get("in", 0) for row in flows.values()) == real_count + len(bad)
+    assert sum(row.get("rejected", 0) for row in flows.values()) == len(bad)
+    assert flows["dns"].get("rejected") == 1  # invalid_time: the type was read before the time was refused
+    recent: list[dict[str, str]] = status["recent_rejects"]  # type: ignore[assignment]
+    previews = {r["reason"]: r["preview"] for r in recent}
+    assert "\\xff" in previews["invalid_utf8"] and previews["empty"] == ""
+    assert all(len(text) <= 170 and text.isprintable() for text in previews.values())
     assert len(outputs) == real_count and len(letters) == len(bad)
     by_offset = {coordinate(record)[2]: record for record in outputs}
     log_types = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from zeek_pipeline.normalizer.batch import IDLE_POLL_SECONDS, Batch, BatchPolicy
+from zeek_pipeline.runtime.flows import PREVIEW_BYTES
 
 POLICY = BatchPolicy(max_records=2000, max_seconds=0.5, max_poll_records=1000)
 
@@ -38,8 +39,20 @@ def test_clear_drops_counts_and_reject_details() -> None:
     batch = Batch()
     batch.count, batch.accepted, batch.started = 2, 1, 5.0
     batch.reject("invalid_json", "bad", "raw[0]@10")
+    batch.types["conn"] += 1
     batch.clear()
     assert not batch and batch.accepted == 0 and not batch.rejects and not batch.reasons
+    assert not batch.types and not batch.reject_types
+
+
+def test_a_reject_keeps_its_log_type_and_only_the_head_of_its_bytes() -> None:
+    batch = Batch()
+    batch.reject("msg_size_too_large", "too big", "raw[0]@1", "conn", b"x" * 10_000_000)
+    batch.reject("invalid_json", "bad", "raw[0]@2", raw=b"{")
+    first, second = batch.rejects
+    assert first.log_type == "conn" and first.head is not None and len(first.head) == PREVIEW_BYTES + 1
+    assert (second.log_type, second.head) == ("", b"{")
+    assert batch.reject_types == {"conn": 1, "": 1}
 
 
 def test_batch_keeps_only_a_few_reject_details_but_counts_all() -> None:

@@ -41,6 +41,7 @@ _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a num
 class Rejected:
     reason: str
     detail: str
+    log_type: str = ""  # set when the record's type was read before it was refused (dashboards count by it)
 
 
 Decoded = tuple[str, dict[str, Any], Any]  # (log type, record, _write_ts value or None)

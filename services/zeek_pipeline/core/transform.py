@@ -101,14 +101,14 @@ class Transformer:
             ingest_time_ms = time.time_ns() // 1_000_000
         result = self._normalizer.normalize(plan, record, write_ts, ingest_time_ms)
         if type(result) is Rejected:
-            return result
+            return Rejected(result.reason, result.detail, log_type)
         normalized, event_ms = result  # type: ignore[misc]
         enriched = self._enricher.enrich(plan, record, normalized, event_ms)
         try:
             value = orjson.dumps({"source": "zeek", "log_type": log_type, "raw": record,
                                   "normalized": normalized, "enriched": enriched})
         except TypeError as exc:  # only reachable through transform_record with non-JSON values
-            return Rejected(INVALID_JSON, f"record cannot be serialised as JSON: {exc}"[:300])
+            return Rejected(INVALID_JSON, f"record cannot be serialised as JSON: {exc}"[:300], log_type)
         key: bytes | None = None
         if self._by_community_id:
             cid = enriched.get("community_id")

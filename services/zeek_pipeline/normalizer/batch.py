@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from zeek_pipeline.runtime.flows import PREVIEW_BYTES
 
 TopicPartitionKey = tuple[str, int]
 IDLE_POLL_SECONDS = 0.5  # how long an idle consume() may block, so signals and ticks are noticed
@@ -33,6 +36,16 @@ class BatchPolicy:
         return max(0.0, min(IDLE_POLL_SECONDS, started + self.max_seconds - now))
 
 
+class RejectDetail(NamedTuple):
+    """One reject's details for the status record; `head` is the start of the original bytes (a preview)."""
+
+    reason: str
+    detail: str
+    source: str
+    log_type: str
+    head: bytes | None
+
+
 @dataclass(slots=True)
 class Batch:
     """The records handled since the last commit: counts and reject details for metrics, applied only once
@@ -42,16 +55,20 @@ class Batch:
     count: int = 0
     accepted: int = 0
     started: float = 0.0
-    rejects: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, detail, source)
+    rejects: list[RejectDetail] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)  # accepted records per Zeek log type
+    reject_types: Counter[str] = field(default_factory=Counter)  # rejected records per log type ("" unknown)
 
     def __bool__(self) -> bool:
         return self.count > 0
 
-    def reject(self, reason: str, detail: str, source: str) -> None:
+    def reject(self, reason: str, detail: str, source: str, log_type: str = "", raw: bytes | None = None) -> None:
         self.reasons[reason] += 1
+        self.reject_types[log_type] += 1
         if len(self.rejects) < 100:  # metrics keep the latest few; never hold a whole batch of details
-            self.rejects.append((reason, detail, source))
+            head = raw[: PREVIEW_BYTES + 1] if raw else None  # one byte more says the preview is clipped
+            self.rejects.append(RejectDetail(reason, detail, source, log_type, head))
 
     def clear(self) -> None:
         self.count = 0
@@ -59,3 +76,5 @@ class Batch:
         self.started = 0.0
         self.rejects.clear()
         self.reasons.clear()
+        self.types.clear()
+        self.reject_types.clear()

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -321,6 +322,7 @@ class NormalizerService:
         positions, first = ledger.positions, ledger.first
         output_topic, output_limit = self.output_topic, self.sizes.output_fast_limit(self.output_limit)
         tp_bytes, log_type_bytes = self._tp_bytes, self._log_type_bytes
+        types = batch.types
         if not batch.count:
             batch.started = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
@@ -362,10 +364,12 @@ class NormalizerService:
                         except Exception:  # noqa: BLE001 - queue full or an error to classify: the slow path
                             output.produce(output_topic, document, result.key, headers)
                         accepted += 1
-                    else:
-                        accepted += self._oversized(msg, result)
+                        types[result.log_type] += 1
+                    elif self._oversized(msg, result):
+                        accepted += 1
+                        types[result.log_type] += 1
                 elif type(result) is Rejected:
-                    self._dead_letter(msg, result.reason, result.detail)
+                    self._dead_letter(msg, result.reason, result.detail, result.log_type)
                 else:
                     self._dead_letter(msg, INTERNAL_ERROR, f"transform returned {type(result).__name__}")
         except BatchAborted as exc:
@@ -388,11 +392,11 @@ class NormalizerService:
         size, sizes = len(result.value), self.sizes
         if size > self.output_limit:
             self._dead_letter(msg, OUTPUT_TOO_LARGE, f"normalized document of {size} bytes exceeds the "
-                              f"{self.output_limit} bytes {self.output_topic} accepts")
+                              f"{self.output_limit} bytes {self.output_topic} accepts", result.log_type)
             return False
         if size >= sizes.output_refused:
             self._dead_letter(msg, MSG_SIZE_TOO_LARGE, f"normalized document of {size} bytes; {self.output_topic} "
-                              f"refused one of {sizes.output_refused} bytes as too large")
+                              f"refused one of {sizes.output_refused} bytes as too large", result.log_type)
             return False
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         headers = output_headers(result.log_type.encode(), topic.encode(), b"%d" % partition, offset)
@@ -403,7 +407,7 @@ class NormalizerService:
         raise BatchAborted(f"{self.output_topic} refused a {size}-byte document ({topic}[{partition}]@{offset}) "
                            f"as {MSG_SIZE_TOO_LARGE}; the replay dead-letters it")
 
-    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+    def _dead_letter(self, msg: Message, reason: str, detail: str, log_type: str = "") -> None:
         """Produce the record's dead letter; one the dead-letter topic may find too large goes alone, and if
         it is refused, the replay cuts it shorter (normalizer/size_guard.py)."""
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
@@ -425,7 +429,7 @@ class NormalizerService:
                 self.output.refusals.append(str(exc))
             raise BatchAborted(f"{self.dlq_topic} refused a {size}-byte dead letter ({topic}[{partition}]@{offset}) "
                                f"as {MSG_SIZE_TOO_LARGE}")
-        self.batch.reject(reason, detail, f"{topic}[{partition}]@{offset}")
+        self.batch.reject(reason, detail, f"{topic}[{partition}]@{offset}", log_type, msg.value())
 
     def _consume_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
@@ -462,11 +466,16 @@ class NormalizerService:
         metrics = self.runtime.metrics
         metrics.add("transactions")
         metrics.add("produced", batch.accepted)
-        for reason, detail, source in batch.rejects:
-            metrics.reject(reason, detail, source)
+        metrics.log_types("in", batch.types + batch.reject_types)
+        metrics.log_types("out", batch.types)
+        detailed: Counter[str] = Counter()
+        for reject in batch.rejects:
+            metrics.reject(reject.reason, reject.detail, reject.source, log_type=reject.log_type, raw=reject.head)
+            detailed[reject.log_type] += 1
         unrecorded = sum(batch.reasons.values()) - len(batch.rejects)
         if unrecorded > 0:
             metrics.add("rejected", unrecorded)
+            metrics.log_types("rejected", batch.reject_types - detailed)
         self.commits += 1
         self.last_commit_at = time.time()
         self.runtime.broker_ok()

@@ -112,7 +112,7 @@ class WriterService:
         self.metrics.add("produced", job.outcome.rows if job.outcome else 0)
         for reject in job.rejects:
             source = f"{self.topic}/{job.partition}@{job.segment.offsets[reject.index]}"
-            self.metrics.reject(reject.reason, reject.detail, source)
+            self.metrics.reject(reject.reason, reject.detail, source, log_type=job.segment.log_type)
 
     # --- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
