@@ -86,11 +86,11 @@ def _count(value: Any) -> int:
 
 
 def flow_counts(log_types: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """At most MAX_LOG_TYPES log types, each with non-negative in/out/rejected counts; anything else dropped."""
+    """At most MAX_LOG_TYPES log types, each with its positive in/out/rejected counts (as services send them)."""
     kept: dict[str, dict[str, int]] = {}
     for name, row in list(log_types.items())[:MAX_LOG_TYPES]:
         if isinstance(row, dict):
-            kept[clip(name, 64)] = {d: _count(row.get(d)) for d in FLOW_DIRECTIONS}
+            kept[clip(name, 64)] = {d: _count(row.get(d)) for d in FLOW_DIRECTIONS if _count(row.get(d))}
     return kept
 
 
