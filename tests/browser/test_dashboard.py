@@ -71,6 +71,17 @@ def test_dashboard_shows_the_live_pipeline_and_turns_the_killed_writer_red(brows
         expect(page.locator("#lag-rows tr")).not_to_have_count(0)
         expect(page.locator("#file-rows td.path").first).to_contain_text(".parquet")
 
+        # What flows: a row per real log type with records in and out, a sparkline once two samples exist,
+        # and the lake's rows per event hour (the corpus' hours, not today's).
+        # (The publisher replays the corpus file by file, so which types flow first depends on its order.)
+        busiest = page.locator("#flow-rows tr[data-log-type]").first
+        expect(busiest).to_be_visible(timeout=30_000)
+        expect(busiest.locator("td").nth(4)).not_to_have_text("0", timeout=30_000)  # in
+        expect(busiest.locator("td").nth(5)).not_to_have_text("0", timeout=30_000)  # out (rows written)
+        expect(busiest.locator("svg.spark polyline.series-in")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#lake-rows tr").first).not_to_contain_text("no file written yet", timeout=30_000)
+        expect(page.locator("#lake-head th").nth(1)).to_have_text(re.compile(r"^20\d\d-\d\d-\d\d \d\dh$"))
+
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         if os.environ.get("ZEEK_PIPELINE_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
             shutil.copyfile(tmp_path / "dashboard.png", PROJECT_ROOT / "docs" / "dashboard.png")

@@ -190,3 +190,34 @@ def test_a_growing_lag_below_the_alert_is_said_and_the_ok_line_stops_claiming_no
                                            "lag on zeek-normalized growing for 4 s (parquet-writer, 1200 behind); "
                                            "degraded after 5 min"}]
     assert "no lag is growing" not in html and "All components report ok." in html
+
+
+def test_a_lag_trend_growing_without_a_duration_yet_is_said_too() -> None:
+    clock = Clock()
+    status = FixedStatus(clock=clock)
+    status.put(record("normalizer-enricher", "n-0", {}))
+    status.put(record("parquet-writer", "w-0", {}))
+    lag = Lag(reachable=True, checked_at=NOW, error=None, groups=[LagGroup(
+        group="zeek-writer", role="parquet-writer", state="Stable", members=1, error=None,
+        topics=[LagTopic(topic="zeek-normalized", lag=890, trend="growing", growing_for_seconds=0.0, error=None,
+                         partitions=[])])])
+    with client(status, clock, lag) as c:
+        reasons = c.get("/api/v1/pipeline").json()["verdict"]["reasons"]
+    assert [r["text"] for r in reasons] == ["lag on zeek-normalized growing (parquet-writer, 890 behind); "
+                                            "degraded after 5 min"]
+
+
+def test_rates_cover_the_last_minute_and_the_series_is_bucketed() -> None:
+    clock = Clock()
+    status = FixedStatus(clock=clock)
+    with client(status, clock) as c:
+        for second in range(0, 301):  # a writer that writes 1000 rows every 5 s, sampled every second
+            clock.now = NOW + second
+            status.put(record("normalizer-enricher", "n-0", {"conn": {"in": 200 * second, "out": 200 * second}},
+                              at=clock.now))
+            status.put(record("parquet-writer", "w-0", {"conn": {"out": 1000 * (second // 5)}}, at=clock.now))
+            sample(c)
+        conn = flows_by_type(c.get("/api/v1/flows").json())["conn"]
+    assert conn["in_eps"] == 200.0 and conn["out_eps"] == 200.0  # steady over a minute despite the steps
+    # 300 s of samples in at most 60 points: 5 s buckets, each holding one write
+    assert len(conn["points"]) == 60 and all(p["out_eps"] == 200.0 for p in conn["points"])

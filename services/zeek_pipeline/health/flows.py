@@ -23,6 +23,7 @@ SOURCE = "normalizer-enricher"
 SINK = "parquet-writer"
 WINDOW_SECONDS = 900.0
 MAX_POINTS = 60
+RATE_SECONDS = 60.0  # the table's rates: over the last minute, like each instance's own rates
 LAKE_HOURS = 6
 
 Triple = tuple[int, int, int]  # in, out, rejected
@@ -53,8 +54,7 @@ def flow_totals(records: Iterable[StatusRecord]) -> dict[str, dict[str, Triple]]
                 seen_out = 0
             if seen_in or seen_out or rejected:
                 rows[log_type] = (seen_in, seen_out, rejected)
-        if rows:
-            totals[r.key] = rows
+        totals[r.key] = rows  # kept even when empty: it is the base the instance's first counts grow from
     return totals
 
 
@@ -78,31 +78,9 @@ class FlowHistory:
             while self._samples and now - self._samples[0].at > self.window:
                 self._samples.popleft()
 
-    def _series(self) -> dict[str, list[FlowPoint]]:
-        """Rates per log type between consecutive samples; an instance's first sample only sets its base."""
+    def samples(self) -> list[_Sample]:
         with self._lock:
-            samples = list(self._samples)
-        series: dict[str, list[FlowPoint]] = {}
-        for before, after in zip(samples, samples[1:], strict=False):
-            span = after.at - before.at
-            if span <= 0:
-                continue
-            sums: dict[str, list[int]] = {}
-            for key, rows in after.per_instance.items():
-                base = before.per_instance.get(key)
-                if base is None:
-                    continue
-                for log_type, counts in rows.items():
-                    old = base.get(log_type, (0, 0, 0))
-                    acc = sums.setdefault(log_type, [0, 0, 0])
-                    for i in range(3):
-                        acc[i] += _delta(counts[i], old[i])
-            for log_type in set(series) | set(sums):
-                a, b, c = sums.get(log_type, (0, 0, 0))
-                series.setdefault(log_type, []).append(FlowPoint(
-                    at=after.at, in_eps=round(a / span, 1), out_eps=round(b / span, 1),
-                    rejected_eps=round(c / span, 2)))
-        return series
+            return list(self._samples)
 
     def view(self, now: float, records: Sequence[StatusRecord]) -> Flows:
         totals: dict[str, list[int]] = {}
@@ -111,17 +89,49 @@ class FlowHistory:
                 acc = totals.setdefault(log_type, [0, 0, 0])
                 for i in range(3):
                     acc[i] += counts[i]
-        series = self._series()
+        samples = self.samples()
+        # The series: rates between every step-th sample, at most MAX_POINTS, so a writer that flushes every
+        # few seconds draws a steady line rather than spikes between one-second samples.
+        step = max(1, -(-(len(samples) - 1) // MAX_POINTS))
+        picked = samples[::-1][::step][::-1]
+        series: dict[str, list[FlowPoint]] = {}
+        for before, after in zip(picked, picked[1:], strict=False):
+            rates = _rates(before, after)
+            for log_type in set(series) | set(rates):
+                a, b, c = rates.get(log_type, (0.0, 0.0, 0.0))
+                series.setdefault(log_type, []).append(FlowPoint(at=after.at, in_eps=a, out_eps=b, rejected_eps=c))
+        # The figures: over the last RATE_SECONDS of samples (all of them while the history is shorter).
+        current: dict[str, tuple[float, float, float]] = {}
+        if len(samples) >= 2:
+            newest = samples[-1]
+            base = next((x for x in samples if x.at >= newest.at - RATE_SECONDS and x is not newest), samples[-2])
+            current = _rates(base, newest)
         out: list[FlowRow] = []
         for log_type in sorted(set(totals) | set(series), key=lambda t: (-sum(totals.get(t, (0, 0, 0))), t)):
-            points = series.get(log_type, [])
-            step = max(1, -(-len(points) // MAX_POINTS))
-            recent = points[-1] if points else None
             seen_in, seen_out, rejected = totals.get(log_type, (0, 0, 0))
+            rate_in, rate_out, rate_rejected = current.get(log_type, (0.0, 0.0, 0.0))
             out.append(FlowRow(log_type=log_type, in_total=seen_in, out_total=seen_out, rejected_total=rejected,
-                               in_eps=recent.in_eps if recent else 0.0, out_eps=recent.out_eps if recent else 0.0,
-                               rejected_eps=recent.rejected_eps if recent else 0.0, points=points[::-1][::step][::-1]))
+                               in_eps=rate_in, out_eps=rate_out, rejected_eps=rate_rejected,
+                               points=series.get(log_type, [])))
         return Flows(generated_at=now, window_seconds=self.window, rows=out)
+
+
+def _rates(before: _Sample, after: _Sample) -> dict[str, tuple[float, float, float]]:
+    """Per log type, records/s between two samples; an instance absent from `before` only sets its base."""
+    span = after.at - before.at
+    if span <= 0:
+        return {}
+    sums: dict[str, list[int]] = {}
+    for key, rows in after.per_instance.items():
+        base = before.per_instance.get(key)
+        if base is None:
+            continue
+        for log_type, counts in rows.items():
+            old = base.get(log_type, (0, 0, 0))
+            acc = sums.setdefault(log_type, [0, 0, 0])
+            for i in range(3):
+                acc[i] += _delta(counts[i], old[i])
+    return {t: (round(a / span, 1), round(b / span, 1), round(c / span, 2)) for t, (a, b, c) in sums.items()}
 
 
 def lake_view(now: float, records: Iterable[StatusRecord], hours: int = LAKE_HOURS) -> Lake:

@@ -129,16 +129,16 @@ def _lag_reasons(lag: Lag) -> list[Reason]:
         if group.error:
             reasons.append(Reason(severity="info", subject=group.group, text=f"{group.group}: {group.error}"))
         for topic in group.topics:
-            if topic.growing_for_seconds <= 0:
+            if topic.growing_for_seconds <= 0 and topic.trend != "growing":
                 continue
             behind = f", {topic.lag} behind" if topic.lag is not None else ""
             alert = topic.growing_for_seconds >= LAG_GROWING_ALERT_SECONDS
+            since = f" for {duration(topic.growing_for_seconds)}" if topic.growing_for_seconds >= 1 else ""
             # Said even below the alert threshold, so the verdict never contradicts the lag table.
             reasons.append(Reason(
                 severity="degraded" if alert else "info", subject=topic.topic,
-                text=f"lag on {topic.topic} growing for {duration(topic.growing_for_seconds)} "
-                     f"({group.role}{behind})" + ("" if alert else
-                                                   f"; degraded after {duration(LAG_GROWING_ALERT_SECONDS)}")))
+                text=f"lag on {topic.topic} growing{since} ({group.role}{behind})"
+                     + ("" if alert else f"; degraded after {duration(LAG_GROWING_ALERT_SECONDS)}")))
     return reasons
 
 
