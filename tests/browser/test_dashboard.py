@@ -76,6 +76,7 @@ def test_dashboard_shows_the_live_pipeline_and_turns_the_killed_writer_red(brows
         # (The publisher replays the corpus file by file, so which types flow first depends on its order.)
         busiest = page.locator("#flow-rows tr[data-log-type]").first
         expect(busiest).to_be_visible(timeout=30_000)
+        expect(busiest.locator("td").nth(1)).not_to_have_text("0.0", timeout=30_000)  # in/s over the minute
         expect(busiest.locator("td").nth(4)).not_to_have_text("0", timeout=30_000)  # in
         expect(busiest.locator("td").nth(5)).not_to_have_text("0", timeout=30_000)  # out (rows written)
         expect(busiest.locator("svg.spark polyline.series-in")).to_have_count(1, timeout=30_000)

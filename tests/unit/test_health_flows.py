@@ -219,5 +219,15 @@ def test_rates_cover_the_last_minute_and_the_series_is_bucketed() -> None:
             sample(c)
         conn = flows_by_type(c.get("/api/v1/flows").json())["conn"]
     assert conn["in_eps"] == 200.0 and conn["out_eps"] == 200.0  # steady over a minute despite the steps
+    # A writer that joined 10 s ago counts over its 10 s, not diluted over the minute nor ignored.
+    with client(status, clock) as c:
+        for second in range(300, 311):
+            clock.now = NOW + second
+            status.put(record("normalizer-enricher", "n-0", {"conn": {"in": 200 * second}}, at=clock.now))
+            if second >= 301:
+                status.put(record("parquet-writer", "w-9", {"conn": {"out": 50 * (second - 301)}}, at=clock.now))
+            sample(c)
+        late = flows_by_type(c.get("/api/v1/flows").json())["conn"]
+    assert late["in_eps"] == 200.0 and late["out_eps"] == 50.0
     # 300 s of samples in at most 60 points: 5 s buckets, each holding one write
     assert len(conn["points"]) == 60 and all(p["out_eps"] == 200.0 for p in conn["points"])

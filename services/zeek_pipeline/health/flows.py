@@ -101,11 +101,7 @@ class FlowHistory:
                 a, b, c = rates.get(log_type, (0.0, 0.0, 0.0))
                 series.setdefault(log_type, []).append(FlowPoint(at=after.at, in_eps=a, out_eps=b, rejected_eps=c))
         # The figures: over the last RATE_SECONDS of samples (all of them while the history is shorter).
-        current: dict[str, tuple[float, float, float]] = {}
-        if len(samples) >= 2:
-            newest = samples[-1]
-            base = next((x for x in samples if x.at >= newest.at - RATE_SECONDS and x is not newest), samples[-2])
-            current = _rates(base, newest)
+        current = _current_rates(samples)
         out: list[FlowRow] = []
         for log_type in sorted(set(totals) | set(series), key=lambda t: (-sum(totals.get(t, (0, 0, 0))), t)):
             seen_in, seen_out, rejected = totals.get(log_type, (0, 0, 0))
@@ -114,6 +110,27 @@ class FlowHistory:
                                in_eps=rate_in, out_eps=rate_out, rejected_eps=rate_rejected,
                                points=series.get(log_type, [])))
         return Flows(generated_at=now, window_seconds=self.window, rows=out)
+
+
+def _current_rates(samples: Sequence[_Sample]) -> dict[str, tuple[float, float, float]]:
+    """Per log type, records/s over the last RATE_SECONDS: each instance from its oldest sample in that
+    minute (an instance that appeared a few seconds ago counts over those seconds), summed."""
+    if len(samples) < 2:
+        return {}
+    newest = samples[-1]
+    recent = [x for x in samples[:-1] if x.at >= newest.at - RATE_SECONDS] or [samples[-2]]
+    sums: dict[str, list[float]] = {}
+    for key, rows in newest.per_instance.items():
+        base = next((x for x in recent if key in x.per_instance), None)
+        if base is None or newest.at <= base.at:
+            continue
+        span = newest.at - base.at
+        for log_type, counts in rows.items():
+            old = base.per_instance[key].get(log_type, (0, 0, 0))
+            acc = sums.setdefault(log_type, [0.0, 0.0, 0.0])
+            for i in range(3):
+                acc[i] += _delta(counts[i], old[i]) / span
+    return {t: (round(a, 1), round(b, 1), round(c, 2)) for t, (a, b, c) in sums.items()}
 
 
 def _rates(before: _Sample, after: _Sample) -> dict[str, tuple[float, float, float]]:
