@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, TopicPartition
 
 from zeek_pipeline.kafka import config as kafka_config
 from zeek_pipeline.runtime.service import ServiceRuntime
@@ -194,17 +194,35 @@ class WriterService:
 
     def _rejoin(self, partitions: set[int]) -> None:
         """Another writer committed a partition we hold (a race at hand-over): re-read its commit log and
-        continue after what that writer wrote, or drop it if Kafka has taken it from us meanwhile."""
+        continue after what that writer wrote, or drop it if Kafka has taken it from us meanwhile.
+
+        Recovery drops what was buffered for the partition, so consumption must go back: to after the log's
+        last commit, or, when the log holds no data yet, to where a fresh assignment starts (never on from the
+        current position, which is past the records just dropped)."""
         if self.consumer is None:
             return
         assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
         for partition in sorted(partitions & assigned):
             state = self._recover(partition)
-            if state.next_offset is not None:
-                self.consumer.seek(TopicPartition(self.topic, partition, state.next_offset))
+            resume = state.next_offset if state.next_offset is not None else self._fresh_start(partition)
+            self.consumer.seek(TopicPartition(self.topic, partition, resume))
             log.warning("partition re-read from its commit log after a conflict", extra={"context": {
-                "partition": partition, "seq": state.seq, "resume_at": state.next_offset}})
+                "partition": partition, "seq": state.seq, "resume_at": resume}})
         self.runtime.set_assignment((self.topic, p) for p in self.engine.states)
+
+    def _fresh_start(self, partition: int) -> int:
+        """Where a fresh assignment of a partition with no data in its commit log starts: the group's committed
+        offset, else the log start (auto.offset.reset=earliest). When the broker cannot say, the log start:
+        with nothing of the partition in the lake, a longer replay duplicates nothing and loses nothing."""
+        assert self.consumer is not None
+        tp = TopicPartition(self.topic, partition)
+        try:
+            [committed] = self.consumer.committed([tp], timeout=10)
+            if committed.offset >= 0:
+                return int(committed.offset)
+        except KafkaException as exc:
+            log.warning("partition %d: committed offset unknown (%s); re-reading from its start", partition, exc)
+        return OFFSET_BEGINNING
 
     # --- degraded mode -------------------------------------------------------------------------------
     def _degraded(self) -> None:
