@@ -61,8 +61,11 @@ def readyz(service: Service) -> tuple[int, str]:
 
 def kill_at_random_moments(lake: Lake, feeder: Feeder, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    progressed = mid_commit = 0
-    for round_no in range(kills):
+    progressed = mid_commit = rounds = 0
+    # At least `kills` kills, and more (up to 3x) until two of them came after progress: on a starved machine
+    # a writer killed 1-4 s after its start may not have committed yet, which would leave the test toothless.
+    while rounds < kills or (progressed < 2 and rounds < 3 * kills):
+        round_no, rounds = rounds, rounds + 1
         before = sum(lake.resume_offsets().values())
         writer = lake.start(f"writer-{round_no}", **BUSY)
         if round_no % 3 == 0:
@@ -80,7 +83,7 @@ def kill_at_random_moments(lake: Lake, feeder: Feeder, kills: int, seed: int) ->
     feeder.finish()
     assert progressed >= 2, f"seed {seed}: the writer hardly ever wrote anything before it was killed"
     logs = (lake.workdir / "log" / "parquet-writer.log").read_text(errors="replace")
-    sys.stderr.write(f"seed {seed}: {kills} kills, {progressed} after progress, {mid_commit} with files in "
+    sys.stderr.write(f"seed {seed}: {rounds} kills, {progressed} after progress, {mid_commit} with files in "
                      f"staging; recovery rolled forward {logs.count('rolling forward')} and back "
                      f"{logs.count('rolling back')} files\n")
 
