@@ -33,21 +33,22 @@ class LogTypeFlows:
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[Direction]] = {}
 
-    def _row(self, log_type: str) -> Counter[Direction]:
-        row = self._counts.get(log_type)
-        if row is None:
-            if len(self._counts) >= self.max_types:
-                log_type = OTHER
-                row = self._counts.get(OTHER)
-            if row is None:
-                row = self._counts[log_type] = Counter()
-        return row
+    def _label(self, log_type: str) -> str:
+        """The row a type counts in: its own, or "(other)" once the bound is reached."""
+        if log_type in self._counts or len(self._counts) < self.max_types:
+            return log_type
+        return OTHER
 
-    def add(self, direction: Direction, counts: Mapping[str, int]) -> None:
+    def add(self, direction: Direction, counts: Mapping[str, int]) -> dict[str, int]:
+        """Count, and return what was counted under which row (the labels metrics export)."""
+        counted: Counter[str] = Counter()
         with self._lock:
             for log_type, amount in counts.items():
                 if amount > 0:
-                    self._row(log_type or UNKNOWN)[direction] += amount
+                    label = self._label(log_type or UNKNOWN)
+                    self._counts.setdefault(label, Counter())[direction] += amount
+                    counted[label] += amount
+        return dict(counted)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         with self._lock:

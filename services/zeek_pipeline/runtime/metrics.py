@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from zeek_pipeline.runtime.flows import OTHER, UNKNOWN, Direction, LakeTally, LogTypeFlows, preview
+from zeek_pipeline.runtime.flows import Direction, LakeTally, LogTypeFlows, preview
 
 RATE_WINDOW_SECONDS = 60.0
 
@@ -80,12 +80,8 @@ class ServiceMetrics:
 
     def log_types(self, direction: Direction, counts: Mapping[str, int]) -> None:
         """Count records per Zeek log type; the label set stays bounded like the status tally."""
-        self.flows.add(direction, counts)
-        known = self.flows.snapshot()
-        for log_type, amount in counts.items():
-            if amount > 0:
-                label = (log_type or UNKNOWN) if (log_type or UNKNOWN) in known else OTHER
-                self._prom_log_types.labels(self.component, label, direction).inc(amount)
+        for label, amount in self.flows.add(direction, counts).items():
+            self._prom_log_types.labels(self.component, label, direction).inc(amount)
 
     def reject(self, reason: str, detail: str, source: str, *, log_type: str = "", raw: bytes | None = None) -> None:
         """One rejected record: its reason, where it came from and, when the bytes are at hand, a safe preview."""
