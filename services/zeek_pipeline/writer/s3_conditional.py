@@ -51,6 +51,19 @@ class ConditionalPut:
             raise ConditionalPutError(f"conditional PUT {self.bucket}/{key}: {exc}") from exc
         return True
 
+    def delete_objects(self, keys: list[str]) -> None:
+        """Delete up to 1000 keys in one DeleteObjects request (missing keys count as deleted)."""
+        if not keys:
+            return
+        try:
+            answer = self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            raise ConditionalPutError(f"DeleteObjects {self.bucket} ({len(keys)} keys): {exc}") from exc
+        errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            raise ConditionalPutError(f"DeleteObjects {self.bucket}: {errors[:3]}")
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:

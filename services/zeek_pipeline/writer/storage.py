@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -45,6 +46,15 @@ def as_storage_error(action: str, path: str, exc: BaseException) -> StorageError
 
 
 _wrap = as_storage_error
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file found by `walk`: its path relative to the base, size in bytes, modification time (epoch s)."""
+
+    rel: str
+    size: int
+    mtime: float
 
 
 class Storage(Protocol):
@@ -78,6 +88,17 @@ class Storage(Protocol):
 
     def publish(self, src: str, dst: str) -> None:
         """Atomically make `src` visible as `dst`; idempotent (done when `src` is gone and `dst` exists)."""
+
+    def walk(self, rel_dir: str) -> list[FileEntry]:
+        """Every file below a directory, recursively, with size and mtime (empty when it does not exist);
+        one recursive listing on S3."""
+
+    def arrow_path(self, rel: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow file system and path of a file, for readers (pyarrow.parquet, pyarrow.dataset)."""
+
+    def delete_many(self, rels: Iterable[str]) -> None:
+        """Remove several files as close together as the store allows (S3: one DeleteObjects per 1000
+        keys); missing files are fine."""
 
 
 class LocalStorage:
@@ -219,6 +240,41 @@ class LocalStorage:
         except OSError as exc:
             raise _wrap("publish", f"{src} -> {dst}", exc) from exc
 
+    def walk(self, rel_dir: str) -> list[FileEntry]:
+        root = self.path(rel_dir)
+        found: list[FileEntry] = []
+        try:
+            for folder, _dirs, names in os.walk(root):
+                for name in names:
+                    path = Path(folder) / name
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue  # removed while listing
+                    found.append(FileEntry(path.relative_to(self.base).as_posix(), st.st_size, st.st_mtime))
+        except OSError as exc:
+            raise _wrap("list", rel_dir, exc) from exc
+        return sorted(found, key=lambda e: e.rel)
+
+    def arrow_path(self, rel: str) -> tuple[pafs.FileSystem, str]:
+        return pafs.LocalFileSystem(), str(self.path(rel))
+
+    def delete_many(self, rels: Iterable[str]) -> None:
+        folders: set[Path] = set()
+        for rel in rels:
+            try:
+                self.path(rel).unlink(missing_ok=True)
+            except OSError as exc:
+                raise _wrap("delete", rel, exc) from exc
+            folders.add(self.path(rel).parent)
+        for folder in folders:
+            try:
+                self._fsync_dir(folder)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _wrap("fsync", str(folder), exc) from exc
+
 
 class S3Storage:
     """`s3://bucket/prefix` through pyarrow's S3 file system (AWS SDK: retries, multipart uploads); exclusive
@@ -316,6 +372,33 @@ class S3Storage:
             raise
         except OSError as exc:
             raise _wrap("publish", f"{src} -> {dst}", exc) from exc
+
+    def walk(self, rel_dir: str) -> list[FileEntry]:
+        root = self.path(rel_dir).rstrip("/")
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+        except OSError as exc:
+            raise _wrap("list", root, exc) from exc
+        found = [FileEntry(info.path[len(self.root) + 1:], int(info.size or 0),
+                           info.mtime.timestamp() if info.mtime is not None else 0.0)
+                 for info in infos if info.type == pafs.FileType.File]
+        return sorted(found, key=lambda e: e.rel)
+
+    def arrow_path(self, rel: str) -> tuple[pafs.FileSystem, str]:
+        return self.fs, self.path(rel)
+
+    def delete_many(self, rels: Iterable[str]) -> None:
+        names = list(rels)
+        if self.conditional is None:
+            for rel in names:
+                self.delete(rel)
+            return
+        keys = [f"{self.prefix}/{rel}" if self.prefix else rel for rel in names]
+        try:
+            for start in range(0, len(keys), 1000):
+                self.conditional.delete_objects(keys[start:start + 1000])
+        except ConditionalPutError as exc:
+            raise _wrap("delete", f"{len(keys)} objects under {self.url}", exc) from exc
 
 
 def s3_filesystem(settings: S3Settings, environ: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
