@@ -178,6 +178,21 @@ class StatusSettings(_Section):
     interval_seconds: float = Field(30, gt=0)
 
 
+class CompactionSettings(_Section):
+    """`zeek-pipeline compact`: merging a closed hour's small files into few large ones (docs/parquet-layout.md).
+
+    An hour is closed once its end plus `grace_seconds` (late data) has passed and no file of it changed for
+    `min_quiet_seconds`; its files are merged into files of about `target_mb`, sorted by event_time."""
+
+    grace_seconds: float = Field(3600, ge=0)
+    min_quiet_seconds: float = Field(600, ge=0)
+    target_mb: float = Field(128, gt=0)
+    # How much compressed input one sorted slice of an output reads at once (bounds the run's memory).
+    slice_mb: float = Field(32, gt=0)
+    # A run's claim on an hour expires after this long; a later run then fences it and cleans up.
+    lease_seconds: float = Field(900, gt=0)
+
+
 TWO_CLUSTERS_NEED_AT_LEAST_ONCE = (
     "output.kafka.brokers names another cluster than kafka.brokers, which normalizer.processing_guarantee "
     "exactly_once cannot serve: a Kafka transaction cannot span two clusters (the input offsets would be "
@@ -202,6 +217,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     status: StatusSettings = StatusSettings()
     enrich: EnrichSettings = EnrichSettings()
+    compaction: CompactionSettings = CompactionSettings()
     instance_id: str | None = None  # default: the pod / host name
 
     @model_validator(mode="after")
