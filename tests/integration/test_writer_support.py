@@ -30,27 +30,38 @@ Coordinate = tuple[int, int]  # partition, offset of the normalized record
 
 
 def produce_transactional(bootstrap: str, topic: str, values: Sequence[bytes], *, batch: int = 5000,
-                          pause: float = 0.0, partitions: int | None = None) -> None:
+                          pause: float = 0.0, partitions: int | None = None,
+                          stop: threading.Event | None = None) -> int:
     """As the normalizer-enricher writes: transactions of `batch` records (control markers leave offset gaps).
-    With `partitions`, records go round-robin to the partitions in blocks, so every partition gets some."""
+    With `partitions`, records go round-robin to the partitions in blocks, so every partition gets some.
+    With `stop`, the values are produced once and then over again until it is set (checked between
+    transactions).
+    Returns how many records were committed."""
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"feed-{uuid.uuid4().hex[:8]}",
                          "linger.ms": 20, "compression.type": "lz4", "batch.size": 1_000_000})
     producer.init_transactions(30)
-    for start in range(0, len(values), batch):
-        producer.begin_transaction()
-        for index in range(start, min(start + batch, len(values))):
-            kwargs: dict[str, Any] = {"value": values[index]}
-            if partitions:
-                kwargs["partition"] = (index // 97) % partitions
-            while True:
-                try:
-                    producer.produce(topic, **kwargs)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.commit_transaction(60)
-        if pause:
-            time.sleep(pause)
+    produced = 0
+    while True:
+        for start in range(0, len(values), batch):
+            if stop is not None and stop.is_set() and produced >= len(values):
+                return produced
+            producer.begin_transaction()
+            for index in range(start, min(start + batch, len(values))):
+                kwargs: dict[str, Any] = {"value": values[index]}
+                if partitions:
+                    kwargs["partition"] = ((produced + index - start) // 97) % partitions
+                while True:
+                    try:
+                        producer.produce(topic, **kwargs)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.commit_transaction(60)
+            produced += min(start + batch, len(values)) - start
+            if pause:
+                time.sleep(pause)
+        if stop is None:
+            return produced
 
 
 @dataclass
@@ -273,22 +284,32 @@ class OnOffProxy:
 
 
 class Feeder(threading.Thread):
-    """Produces in the background so records keep flowing while the test kills writers."""
+    """Produces in the background so records keep flowing while the test kills writers. With `until_stopped`,
+    it produces the values once and then over again until `enough()` or `finish()`, for a test that waits for
+    a moment which a slow machine may reach only late; `produced` then says how many records the topic holds."""
 
     def __init__(self, bootstrap: str, topic: str, values: Sequence[bytes], partitions: int,
-                 batch: int = 2000, pause: float = 0.05) -> None:
+                 batch: int = 2000, pause: float = 0.05, until_stopped: bool = False) -> None:
         super().__init__(daemon=True)
         self.args = (bootstrap, topic, values)
-        self.kw = {"batch": batch, "pause": pause, "partitions": partitions}
+        self.stop = threading.Event() if until_stopped else None
+        self.kw = {"batch": batch, "pause": pause, "partitions": partitions, "stop": self.stop}
         self.error: BaseException | None = None
+        self.produced = 0
 
     def run(self) -> None:
         try:
-            produce_transactional(*self.args, **self.kw)  # type: ignore[arg-type]
+            self.produced = produce_transactional(*self.args, **self.kw)  # type: ignore[arg-type]
         except (KafkaException, BufferError, RuntimeError) as exc:
             self.error = exc
 
+    def enough(self) -> None:
+        """Stop once the values were produced at least once (an `until_stopped` feeder)."""
+        if self.stop is not None:
+            self.stop.set()
+
     def finish(self, timeout: float = 120.0) -> None:
+        self.enough()
         self.join(timeout)
         assert not self.is_alive(), "the feeder did not finish"
         assert self.error is None, self.error

@@ -141,11 +141,15 @@ def terminate(service: Service) -> int:
     return service.process.wait(40)
 
 
-def freeze(service: Service, lake: Lake, point: Callable[[Protocol], int | None]) -> tuple[int, Protocol]:
-    """SIGSTOP the writer at the point; checked again once it is stopped (retried until it holds)."""
+def freeze(service: Service, lake: Lake, point: Callable[[Protocol], int | None],
+           timeout: float = 300) -> tuple[int, Protocol]:
+    """SIGSTOP the writer at the point; checked again once it is stopped (retried until it holds). The feeder
+    keeps records coming meanwhile: on a starved machine, looking at S3 can miss many short windows."""
     pid = writer_pid(service)
+    deadline = time.monotonic() + timeout
     while True:
         assert service.process.poll() is None, service.tail()
+        assert time.monotonic() < deadline, f"the writer never stood at the point in {timeout:.0f} s\n{service.tail()}"
         if point(look(lake)) is None:
             time.sleep(0.001)
             continue
@@ -205,11 +209,13 @@ def run_zombie(lake: Lake, at: Point, own_pid_namespace: bool = False) -> None:
         return lake.start(name, **settings)
 
     with running(lake):
-        feeder = Feeder(lake.bootstrap, lake.topic, real_stream(TOTAL), lake.partitions, batch=1000, pause=0.4)
+        feeder = Feeder(lake.bootstrap, lake.topic, real_stream(TOTAL), lake.partitions, batch=1000, pause=0.4,
+                        until_stopped=True)
         feeder.start()
         zombie = start("writer-a", ZOMBIE)
         zombie.wait_assigned(lake.partitions)
         partition, frozen = freeze(zombie, lake, at(lake))
+        feeder.enough()
         target = frozen.latest.get(partition, (0, set()))[0] + 1  # the seq its next commit will use
 
         successor = start("writer-b", BUSY)  # the group hands every partition over once the zombie's session expires
@@ -237,11 +243,12 @@ def run_zombie(lake: Lake, at: Point, own_pid_namespace: bool = False) -> None:
         os.kill(writer_pid(zombie), signal.SIGCONT)
         resumed_and_settled(zombie)
         feeder.finish()
-        last = last_data_offsets(lake.bootstrap, lake.topic, TOTAL)
+        total = feeder.produced
+        last = last_data_offsets(lake.bootstrap, lake.topic, total)
         lake.wait_written(last, timeout=150, alive=successor)
         assert terminate(successor) == 0, successor.tail()
         assert terminate(zombie) == 0, zombie.tail()
-    assert_exactly_once(lake, topic_coordinates(lake.bootstrap, lake.topic, TOTAL))
+    assert_exactly_once(lake, topic_coordinates(lake.bootstrap, lake.topic, total))
     assert lake.assert_reader_view_clean() > 0
     assert_typed(lake)
 
