@@ -99,6 +99,17 @@ STATUS_SCHEMA: dict[str, Any] = {
         "autoscaling": {"type": "object", "additionalProperties": AUTOSCALE_SCHEMA,
                         "description": "Last autoscaling decision per component."},
         "topicsCreated": {"type": "array", "items": {"type": "string"}},
+        "compaction": {"type": "object", "description": "The compaction CronJob and its last runs.",
+                       "properties": {
+                           "enabled": {"type": "boolean"},
+                           "schedule": {"type": "string"},
+                           "suspended": {"type": "boolean"},
+                           "active": {"type": "integer", "description": "Jobs running now."},
+                           "lastScheduleTime": {"type": "string", "format": "date-time",
+                                                "description": "When the last Job was started."},
+                           "lastSuccessfulTime": {"type": "string", "format": "date-time",
+                                                  "description": "When the last Job succeeded."},
+                       }},
         "configHash": {"type": "string", "description": "Digest of the rendered ConfigMap (pod annotation)."},
         "healthUrl": {"type": "string", "description": "In-cluster URL of the health dashboard."},
     },
@@ -111,6 +122,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Lag", "type": "integer", "jsonPath": ".status.totalLag"},
     {"name": "Reason", "type": "string", "priority": 1,
      "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+    {"name": "Compacted", "type": "date", "priority": 1, "jsonPath": ".status.compaction.lastSuccessfulTime"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

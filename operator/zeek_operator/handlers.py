@@ -89,6 +89,7 @@ def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("batch", "v1", "cronjobs", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "serviceaccounts", labels=CHILD_LABELS)
@@ -104,7 +105,7 @@ def child_changed(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **
             logger.info("%s %s was %s by someone else: put back", body.get("kind"), body.metadata.name,
                         "deleted" if kind == "DELETED" else "changed")
             _post(outcome)
-        elif body.get("kind") == "Deployment" and kind != "DELETED":
+        elif body.get("kind") in reconcile.GENERATION_KINDS and kind != "DELETED":  # a rollout, a compaction run
             reconcile.refresh(kube, str(body.metadata.namespace), parent_name)
     except (ApiError, urllib3.exceptions.HTTPError) as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc

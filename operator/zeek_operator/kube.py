@@ -23,6 +23,7 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
     ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("batch/v1", "CronJob"): ("/apis/batch/v1", "cronjobs"),
     ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
     ("zeek-pipeline.io/v1alpha1", "ZeekPipeline"): ("/apis/zeek-pipeline.io/v1alpha1", "zeekpipelines"),
 }

@@ -97,9 +97,13 @@ def _precise_stamp(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Kinds whose metadata.generation counts spec changes only: their controllers' status writes are not drift.
+GENERATION_KINDS = frozenset({"Deployment", "CronJob"})
+
+
 def _fingerprint(child: Mapping[str, Any]) -> str:
     meta = child.get("metadata") or {}
-    if child.get("kind") == "Deployment":
+    if child.get("kind") in GENERATION_KINDS:
         return f"g{meta.get('generation')}"
     return f"rv{meta.get('resourceVersion')}"
 
@@ -125,11 +129,11 @@ def deleted_by_us(child: Mapping[str, Any]) -> bool:
 def drifted(child: Mapping[str, Any]) -> bool:
     """True when a child is not in a state one of our applies left (edited by hand, or unknown since a restart).
 
-    A Deployment's generation only grows, so a late event of an older generation (one we already put back)
-    is not drift; other kinds are compared by resourceVersion, which Kubernetes says not to order.
+    A Deployment's (a CronJob's) generation only grows, so a late event of an older generation (one we already
+    put back) is not drift; other kinds are compared by resourceVersion, which Kubernetes says not to order.
     """
     seen = _applied.get(_key(child), ())
-    if child.get("kind") == "Deployment":
+    if child.get("kind") in GENERATION_KINDS:
         ours = [int(item[1:]) for item in seen if item.startswith("g") and item[1:].isdigit()]
         generation = int((child.get("metadata") or {}).get("generation") or 0)
         return not ours or generation > max(ours)
@@ -337,6 +341,7 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
     replicas = resources.desired_replicas(spec, autoscaled if autoscaled is not None
                                           else autoscaled_replicas(old_status))
     deployments: dict[str, dict[str, Any] | None] = dict.fromkeys(COMPONENTS)
+    cronjob: dict[str, Any] | None = None
     for child in resources.build_children(name, spec, files, digest, replicas):
         child["metadata"]["namespace"] = namespace
         if child["kind"] != "PersistentVolumeClaim" or not spec.writer.storage.pvc.keep_on_delete:
@@ -347,6 +352,8 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
             events.append(Event("Normal", "Created", f"{child['kind']} {child['metadata']['name']} created"))
         if child["kind"] == "Deployment":
             deployments[live["metadata"]["labels"]["app.kubernetes.io/component"]] = live
+        elif child["kind"] == "CronJob":
+            cronjob = live
     for kind, child_name in resources.obsolete_children(name, spec):
         existing = kube.get(kind, namespace, child_name)
         if existing is None or not _owned_by(existing, body):
@@ -356,7 +363,7 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
             events.append(Event("Normal", "Deleted", f"{kind} {child_name} deleted (disabled in the spec)"))
     status = resources.compute_status(
         name=name, namespace=namespace, generation=generation, spec=spec, deployments=deployments,
-        old_status=old_status, desired=replicas, problem=secret_problem, config_hash=digest)
+        old_status=old_status, desired=replicas, problem=secret_problem, config_hash=digest, cronjob=cronjob)
     if old_status.get("configHash") and old_status.get("configHash") != digest:
         events.append(Event("Normal", "ConfigChanged", f"configuration {digest} rolled out (was "
                                                        f"{old_status.get('configHash')})"))
@@ -400,7 +407,8 @@ def on_child_event(kube: Kube, event_type: str, child: Mapping[str, Any], parent
 
 
 def refresh(kube: Kube, namespace: str, name: str) -> None:
-    """Status from the live Deployments only (a rollout progressed), keeping a resource problem as it was."""
+    """Status from the live Deployments and CronJob only (a rollout progressed, a compaction ran), keeping a
+    resource problem as it was."""
     with pipeline_lock(namespace, name):
         parent = _fresh(kube, namespace, name)
         if parent is None:
@@ -425,10 +433,13 @@ def refresh_status(kube: Kube, parent: Mapping[str, Any]) -> dict[str, Any]:
     except SpecError:
         spec = None
     desired = _old_desired(old_status) or (resources.desired_replicas(spec) if spec else {})
+    cronjob = None
+    if spec is not None and spec.compaction_enabled:
+        cronjob = kube.get("CronJob", namespace, resources.cronjob_name(name))
     return resources.compute_status(
         name=name, namespace=namespace, generation=int(old_status.get("observedGeneration") or generation),
         spec=spec, deployments=_live_deployments(kube, namespace, name), old_status=old_status,
-        desired=desired, problem=problem)
+        desired=desired, problem=problem, cronjob=cronjob)
 
 
 # ------------------------------------------------------------------------------------------------ tick

@@ -30,6 +30,7 @@ TLS_DIR = "/var/run/secrets/zeek-pipeline/kafka-tls"
 TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
 GEOIP_DIR = "/var/lib/zeek-pipeline/geoip"  # the MaxMind DB files of spec.enrich.geoip, read-only
 COMPONENTS = ("normalizer-enricher", "parquet-writer", "health")
+COMPACTOR = "compactor"  # the CronJob's component label and container name (no Deployment, no port)
 PORTS = {"normalizer-enricher": 8081, "parquet-writer": 8082, "health": 8080}
 DEFAULTS_ENV = "ZEEK_OPERATOR_DEFAULTS_DIR"
 FILES = ("config.json", "normalization.json", "schema.json")
@@ -71,6 +72,15 @@ def _s3_endpoint(url: str | None) -> tuple[str | None, str]:
     return parts.netloc + parts.path.rstrip("/"), parts.scheme or "https"
 
 
+def parquet_base_path(spec: PipelineSpec) -> str:
+    """Where the lake is, as the writer's config and `zeek-pipeline compact --output` spell it."""
+    s3 = spec.writer.storage.s3
+    if spec.writer.storage.type != "s3" or s3 is None:
+        return PARQUET_DIR
+    prefix = s3.prefix.strip("/")
+    return f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}"
+
+
 def settings_data(spec: PipelineSpec) -> dict[str, Any]:
     """The config.json document (before validation) for every component of one pipeline."""
     kafka = spec.kafka
@@ -85,15 +95,13 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
     storage = spec.writer.storage
     parquet: dict[str, Any] = {
         "enabled": True,
-        "base_path": PARQUET_DIR,
+        "base_path": parquet_base_path(spec),
         "file_prefix": spec.writer.file_prefix,
         "compression": spec.writer.compression,
         "row_group_size": spec.writer.row_group_size,
     }
     if storage.type == "s3" and storage.s3 is not None:
         endpoint, scheme = _s3_endpoint(storage.s3.endpoint)
-        prefix = storage.s3.prefix.strip("/")
-        parquet["base_path"] = f"s3://{storage.s3.bucket}/{prefix}" if prefix else f"s3://{storage.s3.bucket}"
         parquet["s3"] = {"endpoint": endpoint, "region": storage.s3.region, "scheme": scheme}
     enrich: dict[str, Any] = {"community_id_seed": spec.enrich.community_id_seed}
     if spec.enrich.local_networks is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from zeek_operator.render import (
+    COMPACTOR,
     COMPONENTS,
     CONFIG_DIR,
     CONFIG_FILE,
@@ -20,6 +21,7 @@ from zeek_operator.render import (
     PORTS,
     TLS_DIR,
     TLS_FILES,
+    parquet_base_path,
 )
 from zeek_operator.spec import GeoIpSpec, PipelineSpec, Resources
 from zeek_pipeline.settings import env_name
@@ -32,6 +34,7 @@ RUN_AS = 10001
 DEFAULT_IMAGE_TAG = "0.1.0"  # replaced by the package version at import (see _image_tag)
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 45  # the longest child name is <name>-normalizer-enricher; Service names must stay DNS labels
+MAX_CRONJOB_NAME = 52  # the API server's limit: a Job is named <cronjob>-<minutes since the epoch>
 
 
 def _image_tag() -> str:
@@ -51,6 +54,17 @@ def configmap_name(name: str) -> str:
 
 def deployment_name(name: str, component: str) -> str:
     return f"{name}-{component}"
+
+
+def cronjob_name(name: str) -> str:
+    """`<name>-compactor`, shortened with a digest of the name past the CronJob limit (its Jobs append 11)."""
+    full = f"{name}-compactor"
+    if len(full) <= MAX_CRONJOB_NAME:
+        return full
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[:MAX_CRONJOB_NAME - len('-compactor') - 7].rstrip('-')}-{digest}-compactor"
 
 
 def health_service_name(name: str) -> str:
@@ -174,19 +188,27 @@ def _secret_env(variable: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
+def _uses_kafka(component: str) -> bool:
+    return component != COMPACTOR  # the compactor only reads and writes the lake
+
+
+def _uses_lake(component: str) -> bool:
+    return component in ("parquet-writer", COMPACTOR)
+
+
 def _env(component: str, spec: PipelineSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
     sasl = spec.kafka.security.sasl
-    if sasl is not None:
+    if sasl is not None and _uses_kafka(component):
         env.append(_secret_env(env_name("kafka", "security", "sasl_username"), sasl.secret_ref.name,
                                sasl.username_key))
         env.append(_secret_env(env_name("kafka", "security", "sasl_password"), sasl.secret_ref.name,
                                sasl.password_key))
     s3 = spec.writer.storage.s3
-    if component == "parquet-writer" and spec.writer.storage.type == "s3" and s3 and s3.credentials_secret:
+    if _uses_lake(component) and spec.writer.storage.type == "s3" and s3 and s3.credentials_secret:
         creds = s3.credentials_secret
         env.append(_secret_env(env_name("output", "parquet", "s3", "access_key"), creds.name, creds.access_key_key))
         env.append(_secret_env(env_name("output", "parquet", "s3", "secret_key"), creds.name, creds.secret_key_key))
@@ -229,26 +251,20 @@ def rollout_strategy(component: str) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
-def build_deployment(
-    component: str, name: str, spec: PipelineSpec, config_hash: str, replicas: int | None = None
-) -> dict[str, Any]:
-    """One service: non-root, read-only root filesystem, probes on /healthz and /readyz, config hash annotation.
-
-    `replicas` overrides the spec's count (the autoscaler's decision).
-    """
-    if component not in COMPONENTS:
-        raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
-    spec_replicas, resources = _component_spec(component, spec)
+def _volumes(component: str, name: str, spec: PipelineSpec,
+             tmp_size: str = "1Gi") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes) of one component: the config, /tmp, and what it reads or writes (Kafka TLS
+    material for the Kafka clients, the GeoIP files for the normalizer, the Parquet claim for the lake's users)."""
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": configmap_name(name)}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}},
     ]
     tls = spec.kafka.security.tls
-    if tls is not None:
+    if tls is not None and _uses_kafka(component):
         items = [{"key": tls.ca_key, "path": TLS_FILES["ca"]}]
         if tls.cert_key and tls.key_key:
             items += [{"key": tls.cert_key, "path": TLS_FILES["cert"]}, {"key": tls.key_key, "path": TLS_FILES["key"]}]
@@ -259,36 +275,25 @@ def build_deployment(
         mounts.append({"name": "geoip", "mountPath": GEOIP_DIR, "readOnly": True})
         volumes.append(geoip_volume(spec.enrich.geoip))
     claim = pvc_name(name, spec)
-    strategy = rollout_strategy(component)
-    if component == "parquet-writer" and claim is not None:
+    if _uses_lake(component) and claim is not None:
         mounts.append({"name": "parquet", "mountPath": PARQUET_DIR})
         volumes.append({"name": "parquet", "persistentVolumeClaim": {"claimName": claim}})
-        if "ReadWriteMany" not in spec.writer.storage.pvc.access_modes:
-            strategy = {"type": "Recreate"}  # a single-node volume cannot be attached to a surge pod elsewhere
-    container = {
-        "name": component,
-        "image": image(spec),
-        "imagePullPolicy": spec.image.pull_policy,
-        "command": ["zeek-pipeline"],
-        "args": [component, "--config", CONFIG_FILE],
-        "env": _env(component, spec),
-        "ports": [{"name": "http", "containerPort": PORTS[component], "protocol": "TCP"}],
-        "startupProbe": _probe("/healthz", 2, 60),
-        "livenessProbe": _probe("/healthz", 10, 3),
-        "readinessProbe": _probe("/readyz", 5, 3),
-        "resources": _resources(resources),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": mounts,
-        # A service that cannot start (a config error: a bad rule, a missing GeoIP database) prints one line
-        # and exits 2; the kubelet keeps that line as the container's termination message, shown by
-        # `kubectl describe pod` and in the pod status, so a restart loop always carries its reason.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    return mounts, volumes
+
+
+def _single_node_claim(name: str, spec: PipelineSpec) -> bool:
+    """The lake is a claim that attaches to one node at a time (not ReadWriteMany)."""
+    return pvc_name(name, spec) is not None and "ReadWriteMany" not in spec.writer.storage.pvc.access_modes
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_spec(component: str, name: str, spec: PipelineSpec, container: dict[str, Any],
+              volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every pod of the pipeline shares: its identity, non-root and seccomp, pull secrets."""
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
@@ -309,6 +314,43 @@ def build_deployment(
     }
     if spec.image.pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": secret} for secret in spec.image.pull_secrets]
+    return pod_spec
+
+
+def build_deployment(
+    component: str, name: str, spec: PipelineSpec, config_hash: str, replicas: int | None = None
+) -> dict[str, Any]:
+    """One service: non-root, read-only root filesystem, probes on /healthz and /readyz, config hash annotation.
+
+    `replicas` overrides the spec's count (the autoscaler's decision).
+    """
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+    spec_replicas, resources = _component_spec(component, spec)
+    mounts, volumes = _volumes(component, name, spec)
+    strategy = rollout_strategy(component)
+    if component == "parquet-writer" and _single_node_claim(name, spec):
+        strategy = {"type": "Recreate"}  # a single-node volume cannot be attached to a surge pod elsewhere
+    container = {
+        "name": component,
+        "image": image(spec),
+        "imagePullPolicy": spec.image.pull_policy,
+        "command": ["zeek-pipeline"],
+        "args": [component, "--config", CONFIG_FILE],
+        "env": _env(component, spec),
+        "ports": [{"name": "http", "containerPort": PORTS[component], "protocol": "TCP"}],
+        "startupProbe": _probe("/healthz", 2, 60),
+        "livenessProbe": _probe("/healthz", 10, 3),
+        "readinessProbe": _probe("/readyz", 5, 3),
+        "resources": _resources(resources),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+        # A service that cannot start (a config error: a bad rule, a missing GeoIP database) prints one line
+        # and exits 2; the kubelet keeps that line as the container's termination message, shown by
+        # `kubectl describe pod` and in the pod status, so a restart loop always carries its reason.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec = _pod_spec(component, name, spec, container, volumes)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -328,6 +370,73 @@ def build_deployment(
     }
 
 
+def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, Any]:
+    """`zeek-pipeline compact` of the writer's output, on spec.compaction.schedule.
+
+    The pod gets what the writer has for the lake and nothing for Kafka: config.json (the S3 endpoint and
+    region), the S3 key pair from the Secret, or the Parquet claim at the same path. One run at a time
+    (Forbid; the command is safe beside another compactor anyway, e.g. a manual run), a run missed by more
+    than startingDeadlineSeconds is skipped (the next one does its work), a killed run is recovered by the
+    next. On a single-node claim the pod must run where the writer's pod has the volume attached.
+    """
+    compaction = spec.compaction
+    target_mb = compaction.target_mb
+    # The merge may stage an output file under /tmp (S3): room for two, never less than the services get.
+    mounts, volumes = _volumes(COMPACTOR, name, spec, tmp_size=f"{max(1024, 2 * target_mb)}Mi")
+    container = {
+        "name": COMPACTOR,
+        "image": image(spec),
+        "imagePullPolicy": spec.image.pull_policy,
+        "command": ["zeek-pipeline"],
+        "args": compact_args(spec),
+        "env": _env(COMPACTOR, spec),
+        "resources": _resources(compaction.resources),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec = _pod_spec(COMPACTOR, name, spec, container, volumes)
+    pod_spec["restartPolicy"] = "Never"  # a failed run keeps its pod (and log); backoffLimit retries in a new one
+    if _single_node_claim(name, spec):
+        pod_spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": selector_labels(name, "parquet-writer")},
+            "topologyKey": "kubernetes.io/hostname",
+        }]}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": cronjob_name(name), "labels": labels(name, COMPACTOR),
+                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
+        "spec": {
+            "schedule": compaction.schedule,
+            "suspend": compaction.suspend,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": labels(name, COMPACTOR)},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": compaction.active_deadline_seconds,
+                    "template": {
+                        "metadata": {"labels": labels(name, COMPACTOR),
+                                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
+                        "spec": pod_spec,
+                    },
+                },
+            },
+        },
+    }
+
+
+def compact_args(spec: PipelineSpec) -> list[str]:
+    """The compactor's arguments: the writer's output, its config directory, the spec's thresholds."""
+    compaction = spec.compaction
+    return ["compact", "--output", parquet_base_path(spec), "--config", CONFIG_DIR,
+            "--grace-seconds", str(compaction.grace_seconds), "--target-mb", str(compaction.target_mb)]
+
+
 def build_children(
     name: str, spec: PipelineSpec, files: Mapping[str, str], config_hash: str,
     replicas: Mapping[str, int] | None = None,
@@ -345,14 +454,19 @@ def build_children(
     if spec.health.enabled:
         children.append(build_service(name, spec, "health"))
     children.append(build_service(name, spec, "metrics"))
+    if spec.compaction_enabled:
+        children.append(build_cronjob(name, spec, config_hash))
     return children
 
 
 def obsolete_children(name: str, spec: PipelineSpec) -> list[tuple[str, str]]:
     """(kind, name) of children a previous spec may have created that this one does not want."""
-    if spec.health.enabled:
-        return []
-    return [("Deployment", deployment_name(name, "health")), ("Service", health_service_name(name))]
+    obsolete = []
+    if not spec.health.enabled:
+        obsolete += [("Deployment", deployment_name(name, "health")), ("Service", health_service_name(name))]
+    if not spec.compaction_enabled:
+        obsolete.append(("CronJob", cronjob_name(name)))
+    return obsolete
 
 
 def health_url(name: str, namespace: str, spec: PipelineSpec) -> str:
@@ -506,8 +620,10 @@ def compute_status(
     problem: tuple[str, str] | None = None,
     config_hash: str | None = None,
     now: str | None = None,
+    cronjob: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status subresource patch: conditions, per-component replicas, the printer-column summaries."""
+    """The status subresource patch: conditions, per-component replicas, the printer-column summaries, and
+    the compaction CronJob's last runs (`cronjob`: the live one, None when missing or disabled)."""
     old_status = old_status or {}
     wanted = desired or (desired_replicas(spec) if spec is not None else {})
     desired = {c: wanted[c] for c in COMPONENTS if c in wanted}  # stable order in messages
@@ -526,6 +642,21 @@ def compute_status(
             status[key] = f"{counts['readyReplicas']}/{counts['desiredReplicas']}"
     if spec is not None:
         status["healthUrl"] = health_url(name, namespace, spec)
+        status["compaction"] = compaction_status(spec, cronjob)
     if config_hash is not None:
         status["configHash"] = config_hash
+    return status
+
+
+def compaction_status(spec: PipelineSpec, cronjob: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The CronJob's schedule and what its controller says about the runs; None (the key removed by the merge
+    patch) when compaction is off. A time the controller has not set yet is left out, not cleared."""
+    if not spec.compaction_enabled:
+        return None
+    live = (cronjob or {}).get("status") or {}
+    status: dict[str, Any] = {"enabled": True, "schedule": spec.compaction.schedule,
+                              "suspended": spec.compaction.suspend, "active": len(live.get("active") or [])}
+    for key in ("lastScheduleTime", "lastSuccessfulTime"):
+        if live.get(key):
+            status[key] = live[key]
     return status

@@ -339,6 +339,38 @@ class WriterSpec(SpecModel):
         return self
 
 
+# Five fields (minute hour day-of-month month day-of-week) of digits, names, `*`, `?`, ranges, steps, lists,
+# or one of the macros: what the CronJob controller accepts, checked here so that a typo is reported on the
+# resource instead of failing every apply of the CronJob.
+CRON_PATTERN = (r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+                r"|([0-9A-Za-z*?/,-]+\s+){4}[0-9A-Za-z*?/,-]+)$")
+
+
+class CompactionSpec(SpecModel):
+    """`zeek-pipeline compact` of closed hours as a CronJob: merges each closed (log type, hour)'s small files
+    into files of about targetMB, with the writer's output settings (S3 credentials, the volume, config.json).
+
+    Unset `enabled` means on, except on a ReadWriteOncePod claim (only the writer's pod may mount it). On a
+    ReadWriteOnce claim the Job is scheduled onto the writer's node (pod affinity): the volume attaches to
+    one node, which every pod there may mount.
+    """
+
+    enabled: bool | None = Field(default=None,
+                                 description="Run compaction (unset: on unless the writer's claim is "
+                                             "ReadWriteOncePod only).")
+    schedule: str = Field(default="7 * * * *", max_length=128, pattern=CRON_PATTERN,
+                          description="Cron schedule of the CronJob (default: hourly, 7 minutes past).")
+    suspend: bool = Field(default=False, description="Keep the CronJob but start no new Job.")
+    grace_seconds: int = Field(default=3600, ge=0, le=30 * 86_400,
+                               description="An hour is closed this long after its end (late data still lands "
+                                           "as a new small file, merged by the next run).")
+    target_mb: int = Field(default=128, ge=1, le=16_384, alias="targetMB",
+                           description="Size of the merged files (MB).")
+    active_deadline_seconds: int = Field(default=3000, ge=60, le=7 * 86_400,
+                                         description="A run taking longer is stopped (a later run recovers it).")
+    resources: Resources = _resources("100m", "256Mi", "1", "1Gi")
+
+
 class HealthSpec(SpecModel):
     enabled: bool = Field(default=True, description="Run the health dashboard and its Service.")
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP",
@@ -457,10 +489,31 @@ class PipelineSpec(SpecModel):
     normalizer: NormalizerSpec = Field(default=NormalizerSpec(), description="The normalizer-enricher.")
     writer: WriterSpec = Field(default=WriterSpec(), description="The parquet-writer.")
     health: HealthSpec = Field(default=HealthSpec(), description="The health dashboard.")
+    compaction: CompactionSpec = Field(default=CompactionSpec(),
+                                       description="Scheduled compaction of the Parquet lake's closed hours.")
     normalization: NormalizationSpec = Field(default_factory=NormalizationSpec,
                                              description="normalization.json / schema.json overrides.")
     log: LogSpec = Field(default=LogSpec(), description="Logging of the services.")
     enrich: EnrichSpec = Field(default=EnrichSpec(), description="Enrichment settings.")
+
+    @model_validator(mode="after")
+    def _compaction_can_mount(self) -> PipelineSpec:
+        if self.compaction.enabled and not compaction_can_mount(self.writer.storage):
+            raise ValueError("compaction.enabled needs a volume a second pod can mount: the writer's claim is "
+                             "ReadWriteOncePod only (add ReadWriteOnce or ReadWriteMany, use s3, or leave "
+                             "compaction.enabled unset)")
+        return self
+
+    @property
+    def compaction_enabled(self) -> bool:
+        """compaction.enabled, or when unset: on wherever the compactor's pod can reach the output."""
+        enabled = self.compaction.enabled
+        return compaction_can_mount(self.writer.storage) if enabled is None else enabled
+
+
+def compaction_can_mount(storage: StorageSpec) -> bool:
+    """S3, or a claim a pod beside the writer may mount (ReadWriteOncePod admits the writer's pod only)."""
+    return storage.type == "s3" or any(mode != "ReadWriteOncePod" for mode in storage.pvc.access_modes)
 
 
 # ------------------------------------------------------------------------------------------------ parse

@@ -47,6 +47,7 @@ def test_minimal_spec_builds_every_child() -> None:
     _, files, _, children = build()
     assert sorted((c["kind"], c["metadata"]["name"]) for c in children) == [
         ("ConfigMap", "lab-config"),
+        ("CronJob", "lab-compactor"),
         ("Deployment", "lab-health"),
         ("Deployment", "lab-normalizer-enricher"),
         ("Deployment", "lab-parquet-writer"),

@@ -90,7 +90,7 @@ def test_crd_has_status_subresource_short_name_and_printer_columns() -> None:
     assert document["spec"]["names"]["shortNames"] == ["zp"]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Ready", "Normalizers", "Writers", "Lag", "Reason", "Age"]
+        "Ready", "Normalizers", "Writers", "Lag", "Reason", "Compacted", "Age"]
 
 
 @pytest.mark.parametrize(
