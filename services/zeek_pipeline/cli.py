@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "health": ("zeek_pipeline.health.cli", "the health dashboard and JSON API (FastAPI under uvicorn)"),
     "parquet-writer": ("zeek_pipeline.writer.cli", "the service: zeek-normalized -> Parquet (disk/S3), exactly-once"),
     "write-parquet": ("zeek_pipeline.commands.write_parquet", "three-layer JSON lines -> the Parquet layout, offline"),
+    "compact": ("zeek_pipeline.commands.compact", "merge the small Parquet files of closed hours (disk or S3)"),
     "operator": ("zeek_operator.cli", "the kopf operator for ZeekPipeline resources (Lease leader election)"),
 }
 
