@@ -146,3 +146,18 @@ def test_enrich_flags_switch_parts_off() -> None:
     out = enriched("x509", sample("x509"))  # x509: time on, network off
     assert "event_year" in out and "service" not in out
 
+
+
+def test_community_id_cache_is_bounded_and_answers_like_a_fresh_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zeek_pipeline.core import enrich
+
+    monkeypatch.setattr(enrich, "FLOW_CACHE_SIZE", 5)
+    cached = Transformer(RULES, EnrichSettings())
+    for port in range(1, 40):
+        record = dict(CONN, **{"id.orig_p": port})
+        first = cached.transform_record("conn", dict(record), ingest_time_ms=0)
+        again = cached.transform_record("conn", dict(record), ingest_time_ms=0)
+        fresh = Transformer(RULES, EnrichSettings()).transform_record("conn", dict(record), ingest_time_ms=0)
+        assert isinstance(first, Accepted) and isinstance(again, Accepted) and isinstance(fresh, Accepted)
+        assert first.value == again.value == fresh.value
+        assert len(cached._enricher._flows) <= 5  # noqa: SLF001

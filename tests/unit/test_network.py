@@ -67,4 +67,4 @@ def test_cache_is_bounded() -> None:
     classifier = NetworkClassifier([], cache_size=10)
     for i in range(100):
         assert classifier.lookup(f"10.0.0.{i}") is not None
-    assert len(classifier._cache) <= 10
+    assert len(classifier.known) <= 10

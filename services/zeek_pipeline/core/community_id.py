@@ -10,7 +10,7 @@ the same ports, so (orig_p, resp_p) can be passed as (type, code).
 from __future__ import annotations
 
 import struct
-from base64 import b64encode
+from binascii import b2a_base64
 from hashlib import sha1
 
 TCP, UDP, ICMP, ICMP6, SCTP = 6, 17, 1, 58, 132
@@ -22,6 +22,7 @@ _ICMP4_COUNTERPART = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 17: 18,
 _ICMP6_COUNTERPART = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,
                       139: 140, 140: 139, 144: 145, 145: 144}
 _PORTS = struct.Struct("!HH")
+_PROTOS = tuple(bytes((proto, 0)) for proto in range(256))  # the protocol byte and its zero padding
 
 
 def community_id(
@@ -46,9 +47,9 @@ def community_id(
                 dport = counterpart
         if not one_way and (saddr > daddr or (saddr == daddr and sport > dport)):
             saddr, daddr, sport, dport = daddr, saddr, dport, sport
-        data = b"".join((seed.to_bytes(2, "big"), saddr, daddr, bytes((proto, 0)), _PORTS.pack(sport, dport)))
+        data = seed.to_bytes(2, "big") + saddr + daddr + _PROTOS[proto] + _PORTS.pack(sport, dport)
     else:
         if saddr > daddr:
             saddr, daddr = daddr, saddr
-        data = b"".join((seed.to_bytes(2, "big"), saddr, daddr, bytes((proto, 0))))
-    return "1:" + b64encode(sha1(data, usedforsecurity=False).digest()).decode("ascii")
+        data = seed.to_bytes(2, "big") + saddr + daddr + _PROTOS[proto]
+    return "1:" + b2a_base64(sha1(data, usedforsecurity=False).digest(), newline=False).decode("ascii")

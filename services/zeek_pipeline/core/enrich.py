@@ -22,17 +22,18 @@ from typing import Any
 
 from zeek_pipeline.core.community_id import ICMP, ICMP6, PROTOCOL_NUMBERS, community_id
 from zeek_pipeline.core.geoip import DST_GEO_KEYS, SRC_GEO_KEYS, GeoAnswer, GeoIpLookup
-from zeek_pipeline.core.network import NetworkClassifier
+from zeek_pipeline.core.network import IpInfo, NetworkClassifier
 from zeek_pipeline.core.normalize import TypePlan
 from zeek_pipeline.core.rules import EnrichSettings
 from zeek_pipeline.core.timefmt import time_parts
 
+FLOW_CACHE_SIZE = 100_000  # flows whose Community ID is kept (cleared when full: memory stays bounded)
 _DIRECTION = {(True, True): "internal", (True, False): "outbound", (False, True): "inbound",
               (False, False): "external"}
 
 
 class Enricher:
-    __slots__ = ("_classifier", "_geo", "_seed", "_services")
+    __slots__ = ("_classifier", "_flows", "_geo", "_seed", "_services")
 
     def __init__(self, settings: EnrichSettings) -> None:
         """Opens the GeoIP databases when `settings.geoip` names any (GeoIpError when one is unusable)."""
@@ -40,6 +41,7 @@ class Enricher:
         self._services = settings.service_table()
         self._seed = settings.community_id_seed
         self._geo = GeoIpLookup(settings.geoip) if settings.geoip.enabled else None
+        self._flows: dict[tuple[Any, ...], str | None] = {}  # (addresses, protocol, ports) -> Community ID
 
     def enrich(self, plan: TypePlan, record: dict[str, Any], normalized: dict[str, Any],
                event_ms: int | None) -> dict[str, Any]:
@@ -57,15 +59,23 @@ class Enricher:
 
     def _network(self, plan: TypePlan, record: dict[str, Any], normalized: dict[str, Any],
                  enriched: dict[str, Any]) -> None:
-        lookup = self._classifier.lookup
+        known = self._classifier.known
         src_ip = normalized.get("src_ip")
         dst_ip = normalized.get("dst_ip")
-        src = lookup(src_ip) if src_ip is not None else None
-        dst = lookup(dst_ip) if dst_ip is not None else None
-        if src is not None:
-            enriched["src_ip_is_private"] = src.is_private
-        if dst is not None:
-            enriched["dst_ip_is_private"] = dst.is_private
+        src: IpInfo | None = None
+        dst: IpInfo | None = None
+        if src_ip is not None:
+            src = known.get(src_ip)
+            if src is None and src_ip not in known:  # None is also the cached answer for a non-address
+                src = self._classifier.lookup(src_ip)
+            if src is not None:
+                enriched["src_ip_is_private"] = src.is_private
+        if dst_ip is not None:
+            dst = known.get(dst_ip)
+            if dst is None and dst_ip not in known:
+                dst = self._classifier.lookup(dst_ip)
+            if dst is not None:
+                enriched["dst_ip_is_private"] = dst.is_private
 
         src_local: bool | None = src.is_local if src is not None else None
         dst_local: bool | None = dst.is_local if dst is not None else None
@@ -78,16 +88,17 @@ class Enricher:
                 dst_local = value
         if src_local is not None:
             enriched["src_is_local"] = src_local
-        if dst_local is not None:
+            if dst_local is not None:
+                enriched["dst_is_local"] = dst_local
+                enriched["direction"] = _DIRECTION[src_local, dst_local]
+        elif dst_local is not None:
             enriched["dst_is_local"] = dst_local
-        if src_local is not None and dst_local is not None:
-            enriched["direction"] = _DIRECTION[src_local, dst_local]
         geo = self._geo
         if geo is not None:
             if src is not None and not src.is_private and not src_local:
-                _add_geo(geo.lookup(normalized["src_ip"]), SRC_GEO_KEYS, enriched)
+                _add_geo(geo.lookup(src_ip), SRC_GEO_KEYS, enriched)  # type: ignore[arg-type]
             if dst is not None and not dst.is_private and not dst_local:
-                _add_geo(geo.lookup(normalized["dst_ip"]), DST_GEO_KEYS, enriched)
+                _add_geo(geo.lookup(dst_ip), DST_GEO_KEYS, enriched)  # type: ignore[arg-type]
 
         protocol = normalized.get("protocol")
         if type(protocol) is not str:
@@ -98,14 +109,24 @@ class Enricher:
             enriched["service"] = service
 
         if src is not None and dst is not None and protocol is not None:
-            number = PROTOCOL_NUMBERS.get(protocol)
-            if number is not None:
-                if number == ICMP and len(src.packed) == 16:
-                    number = ICMP6
-                cid = community_id(src.packed, dst.packed, number, normalized.get("src_port"), dst_port,
-                                   self._seed)
-                if cid is not None:
-                    enriched["community_id"] = cid
+            # One flow shows up in several logs (conn, dns, http, files...): its ID is hashed once.
+            flow = (src_ip, dst_ip, protocol, normalized.get("src_port"), dst_port)
+            cid = self._flows.get(flow)
+            if cid is None and flow not in self._flows:
+                cid = self._community_id(src, dst, protocol, flow[3], dst_port)
+                if len(self._flows) >= FLOW_CACHE_SIZE:
+                    self._flows.clear()
+                self._flows[flow] = cid
+            if cid is not None:
+                enriched["community_id"] = cid
+
+    def _community_id(self, src: IpInfo, dst: IpInfo, protocol: str, src_port: Any, dst_port: Any) -> str | None:
+        number = PROTOCOL_NUMBERS.get(protocol)
+        if number is None:
+            return None
+        if number == ICMP and len(src.packed) == 16:
+            number = ICMP6
+        return community_id(src.packed, dst.packed, number, src_port, dst_port, self._seed)
 
     def _service(self, plan: TypePlan, record: dict[str, Any], protocol: str | None, port: Any) -> str | None:
         if plan.service_field is not None:

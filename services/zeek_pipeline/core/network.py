@@ -53,21 +53,23 @@ def _inside(value: int, pairs: tuple[tuple[int, int], ...]) -> bool:
 class NetworkClassifier:
     """Classifies address strings; `lookup` returns None for anything that is not an IP address."""
 
-    __slots__ = ("_cache", "_limit", "_local", "_private")
+    __slots__ = ("_limit", "_local", "_private", "known")
 
     def __init__(self, local_networks: Iterable[str], *, cache_size: int = 200_000) -> None:
         self._local = compile_networks(local_networks)
         self._private = compile_networks(PRIVATE_NETWORKS)
-        self._cache: dict[str, IpInfo | None] = {}
+        # Addresses classified so far: the hot path reads it first (`known.get(address)`, a hit
+        # costs no call) and calls `lookup` only for an address it has not seen (None: not an address).
+        self.known: dict[str, IpInfo | None] = {}
         self._limit = cache_size
 
     def lookup(self, address: str) -> IpInfo | None:
-        info = self._cache.get(address, False)
+        info = self.known.get(address, False)
         if info is False:
             info = self._classify(address)
-            if len(self._cache) >= self._limit:
-                self._cache.clear()  # a scan of random addresses must not grow memory without bound
-            self._cache[address] = info
+            if len(self.known) >= self._limit:
+                self.known.clear()  # a scan of random addresses must not grow memory without bound
+            self.known[address] = info
         return info  # type: ignore[return-value]
 
     def _classify(self, address: str) -> IpInfo | None:

@@ -66,23 +66,23 @@ class TypePlan:
 class Normalizer:
     """Builds the normalized layer; `time_fields` is log type -> names of its Zeek `time` fields."""
 
-    __slots__ = ("_plans", "_rules", "_time_fields")
+    __slots__ = ("_rules", "_time_fields", "plans")
 
     def __init__(self, rules: NormalizationRules, time_fields: Mapping[str, Collection[str]] | None = None) -> None:
         self._rules = rules
         self._time_fields = {name: frozenset(fields) for name, fields in (time_fields or {}).items()}
-        self._plans: dict[str, TypePlan] = {}
+        self.plans: dict[str, TypePlan] = {}  # log type -> its plan; `plan()` fills it, callers may read it
 
     def plan(self, log_type: str) -> TypePlan:
-        plan = self._plans.get(log_type)
+        plan = self.plans.get(log_type)
         if plan is None:
             times = self._time_fields.get(log_type)
             if times is None:
                 times = self._time_fields.get(UNKNOWN_LOG, frozenset())
             plan = TypePlan(log_type, self._rules.rule_for(log_type), times)
-            if len(self._plans) >= _MAX_PLANS:  # unknown types are unbounded in theory
-                self._plans.clear()
-            self._plans[log_type] = plan
+            if len(self.plans) >= _MAX_PLANS:  # unknown types are unbounded in theory
+                self.plans.clear()
+            self.plans[log_type] = plan
         return plan
 
     def normalize(self, plan: TypePlan, record: dict[str, Any], write_ts: Any,
