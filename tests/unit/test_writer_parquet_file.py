@@ -58,3 +58,17 @@ def test_key_value_metadata_names_log_type_and_schema_version(tmp_path: Path, dn
     assert meta[META_LOG_TYPE] == b"dns"
     assert meta[META_SCHEMA_VERSION] == b"1"
     assert meta[b"zeek_pipeline.writer"].startswith(b"zeek-pipeline ")
+
+
+def test_dictionary_is_kept_for_strings_and_left_off_for_times_and_numbers(tmp_path: Path, dns_table: pa.Table) -> None:
+    path = tmp_path / "d.parquet"
+    row_group = write(path, dns_table, ParquetOptions()).row_group(0)
+    encodings = {row_group.column(i).path_in_schema: row_group.column(i).encodings
+                 for i in range(row_group.num_columns)}
+    for text in ("dns_qtype", "src_ip", "answers.list.element"):
+        assert "RLE_DICTIONARY" in encodings[text], text
+    for number in ("event_time", "_kafka_offset", "rtt", "TTLs.list.element", "trans_id"):
+        assert "RLE_DICTIONARY" not in encodings[number], number
+    back = pq.read_table(path)
+    assert back.equals(dns_table.replace_schema_metadata(back.schema.metadata))
+    assert back.schema.field("answers").type == pa.list_(pa.string())

@@ -123,6 +123,7 @@ class _Untypable(ValueError):
 @dataclass(slots=True)
 class _Plan:
     layout: TableLayout
+    schema: pa.Schema  # layout.arrow_schema, built once (the property builds it anew on every call)
     time_fields: tuple[str, ...]
     read_schemas: dict[tuple[tuple[str, TimeForm], ...], pa.Schema] = field(default_factory=dict)
     canonical_schema: pa.Schema | None = None
@@ -145,7 +146,7 @@ def _plan(log_type: str, schema: ZeekSchema, rules: NormalizationRules) -> _Plan
             return hit[0]
     layout = table_layout(log_type, schema, rules)
     time_fields = tuple(name for name, zt in layout.raw_fields.items() if zt.is_time)
-    plan = _Plan(layout, time_fields)
+    plan = _Plan(layout, layout.arrow_schema, time_fields)
     with _PLANS_LOCK:
         _PLANS[key] = (plan, schema, rules)
         if len(_PLANS) > _PLAN_CACHE_SIZE:
@@ -203,8 +204,12 @@ def _canonical_read_schema(plan: _Plan) -> pa.Schema:
 # Reading and building
 
 
-def _read(buffer: bytes, schema: pa.Schema, longest: int, infer: bool) -> pa.Table:
-    read_options = pj.ReadOptions(use_threads=True, block_size=max(_MIN_BLOCK_SIZE, longest + 2))
+def _read(buffer: bytes, schema: pa.Schema, documents: Sequence[bytes], infer: bool) -> pa.Table:
+    # a block must hold the longest line; a buffer smaller than the minimum block holds only shorter ones
+    block_size = _MIN_BLOCK_SIZE
+    if len(buffer) >= _MIN_BLOCK_SIZE:
+        block_size = max(_MIN_BLOCK_SIZE, max(map(len, documents)) + 2)
+    read_options = pj.ReadOptions(use_threads=True, block_size=block_size)
     parse_options = pj.ParseOptions(explicit_schema=schema,
                                     unexpected_field_behavior="infer" if infer else "ignore")
     return pj.read_json(pa.BufferReader(buffer), read_options=read_options, parse_options=parse_options)
@@ -272,7 +277,7 @@ def _build(
             arrays.append(pa.array(offsets, type=pa.int64()))
         else:  # pragma: no cover - table_layout() makes no other kind of column
             raise AssertionError(f"unknown column {column.name}")
-    return pa.Table.from_arrays(arrays, schema=layout.arrow_schema)
+    return pa.Table.from_arrays(arrays, schema=plan.schema)
 
 
 def _extra_for_rows(plan: _Plan, table: pa.Table, values: Sequence[bytes]) -> pa.Array:
@@ -339,16 +344,19 @@ def _peek_forms(plan: _Plan, values: Sequence[bytes]) -> dict[str, TimeForm] | N
     return {name: forms.get(name, default) for name in plan.time_fields}
 
 
-def _ts_forms_agree(buffer: bytes, forms: Mapping[str, TimeForm]) -> bool:
-    """Whether every `ts` of the batch has the form its first and last documents have: two byte counts, so
-    once a log type has shown mixed ISO and epoch batches (two sensors on one topic), such a batch goes to
-    the grouped path at once instead of after a failed read. The counts hold the GIL, so they run only for
-    those log types. A miscount only costs speed: the read checks types."""
+def _ts_forms_agree(buffer: bytes, documents: int, forms: Mapping[str, TimeForm]) -> bool:
+    """Whether every `ts` of the batch has the form its first and last documents have: one or two byte
+    counts, so once a log type has shown mixed ISO and epoch batches (two sensors on one topic), such a batch
+    goes to the grouped path at once instead of after a failed read. The counts hold the GIL, so they run only
+    for those log types. A miscount only costs speed: the read checks types."""
     form = forms.get("ts")
     if form is None:
         return True
     iso = buffer.count(_TS_ISO)
-    return iso == buffer.count(_TS_KEY) if form == "iso" else iso == 0
+    if form == "epoch":
+        return iso == 0
+    # one ISO `ts` per document is the common answer, found without counting the keys as well
+    return iso == documents or iso == buffer.count(_TS_KEY)
 
 
 def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
@@ -361,10 +369,10 @@ def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Seque
     # A document with a raw newline (pretty-printed JSON) splits into lines that are not JSON objects: the
     # read fails or the row count differs, and the batch takes the per-document path.
     buffer = b"\n".join(values)
-    if peeked and plan.mixed_forms and not _ts_forms_agree(buffer, forms):
+    if peeked and plan.mixed_forms and not _ts_forms_agree(buffer, len(values), forms):
         return None
     try:
-        table = _read(buffer, _cached_read_schema(plan, forms), max(map(len, values)), infer=True)
+        table = _read(buffer, _cached_read_schema(plan, forms), values, infer=True)
         if table.num_rows != len(values):
             return None
         log_types = table.column("log_type")
@@ -661,7 +669,7 @@ def _canonical(plan: _Plan, log_type: str, value: bytes) -> dict[str, Any]:
 
 def _read_canonical(plan: _Plan, documents: list[bytes]) -> pa.Table:
     buffer = b"\n".join(documents)
-    return _read(buffer, _canonical_read_schema(plan), max(map(len, documents)), infer=False)
+    return _read(buffer, _canonical_read_schema(plan), documents, infer=False)
 
 
 def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
@@ -677,7 +685,7 @@ def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: S
             continue
         kept.append(index)
     if not documents:
-        return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), "per_document", ())
+        return Conversion(plan.schema.empty_table(), tuple(rejects), "per_document", ())
     try:
         table = _read_canonical(plan, documents)
     except pa.ArrowException:
@@ -695,7 +703,7 @@ def _fallback(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: S
         rejects.sort(key=lambda reject: reject.index)
         kept, documents = good, good_documents
         if not documents:
-            return Conversion(plan.layout.arrow_schema.empty_table(), tuple(rejects), "per_document", ())
+            return Conversion(plan.schema.empty_table(), tuple(rejects), "per_document", ())
         table = _read_canonical(plan, documents)
     forms: dict[str, TimeForm] = dict.fromkeys(plan.time_fields, "us")
     extra = table.column(EXTRA_COLUMN).combine_chunks()
@@ -726,7 +734,7 @@ def convert_documents(
                          f"({len(values)}, {len(partitions)}, {len(offsets)})")
     plan = _plan(log_type, schema, rules)
     if not values:
-        return Conversion(plan.layout.arrow_schema.empty_table())
+        return Conversion(plan.schema.empty_table())
     table = _fast(plan, log_type, values, partitions, offsets)
     if table is not None:
         return Conversion(table)

@@ -22,7 +22,7 @@ class ParquetOptions:
     compression: str = "zstd"  # zstd | snappy | gzip | lz4 | none
     compression_level: int | None = None
     row_group_size: int = 128 * 1024
-    dictionary: bool = True
+    dictionary: bool = True  # for the string columns (see dictionary_columns)
     statistics: bool = True
 
     @classmethod
@@ -44,6 +44,23 @@ def file_metadata(log_type: str, schema_version: str, extra: Mapping[str, str] |
     return meta
 
 
+def _is_text(arrow: pa.DataType) -> bool:
+    return bool(pa.types.is_string(arrow) or pa.types.is_large_string(arrow))
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths worth a dictionary: strings and lists of strings (addresses, enums, names
+    repeat). Times, counters and floats are nearly unique per row: a dictionary for them cost more CPU than
+    the rest of the encoding and made files larger (bench/README.md, writer section)."""
+    paths: list[str] = []
+    for field in schema:
+        if _is_text(field.type):
+            paths.append(field.name)
+        elif pa.types.is_list(field.type) and _is_text(field.type.value_type):
+            paths.append(f"{field.name}.list.element")  # the leaf of a list, as pyarrow names it
+    return paths
+
+
 def write_table(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions, metadata: Mapping[bytes, bytes]) -> None:
     """Write `table` to an open sink (the caller closes and syncs it)."""
     schema = table.schema.with_metadata({**(table.schema.metadata or {}), **metadata})
@@ -53,7 +70,7 @@ def write_table(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions, m
         schema,
         compression=options.codec,
         compression_level=level,
-        use_dictionary=options.dictionary,
+        use_dictionary=dictionary_columns(schema) if options.dictionary else False,
         write_statistics=options.statistics,
     ) as writer:
         writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=options.row_group_size)
