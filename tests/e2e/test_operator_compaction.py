@@ -103,6 +103,8 @@ def test_operator_creates_updates_and_removes_the_compaction_cronjob(
     wait_for("the last schedule time in the pipeline's status", lambda: (
         ((get(kubectl, "zeekpipeline", name, namespace) or {}).get("status") or {}).get("compaction") or {}
     ).get("lastScheduleTime"), timeout=60)
+    # The controller's status writes (a Job started) are not mistaken for a hand edit
+    assert f"CronJob {name}-compactor was changed by someone else" not in operator.log()
 
     # A spec change reaches the CronJob.
     changed = {**base, "compaction": {"schedule": "*/5 * * * *", "targetMB": 256, "suspend": True}}

@@ -356,7 +356,7 @@ def test_deleting_the_pipeline_garbage_collects_what_it_owns(
     selector = f"zeek-pipeline.io/pipeline={name}"
 
     def remaining() -> list[str]:
-        result = ok(kubectl("get", "deployments,replicasets,configmaps,services,serviceaccounts,pvc",
+        result = ok(kubectl("get", "deployments,replicasets,configmaps,services,serviceaccounts,pvc,cronjobs",
                             "-n", namespace, "-l", selector, "-o", "name"))
         return result.stdout.split()
 

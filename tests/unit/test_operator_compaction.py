@@ -201,3 +201,29 @@ def test_cronjob_status_updates_are_not_drift_but_spec_edits_are() -> None:
     assert not reconcile.drifted(scheduled)  # the controller wrote its status: same generation
     edited = {**live, "metadata": {**live["metadata"], "generation": 3, "resourceVersion": "102"}}
     assert reconcile.drifted(edited)
+
+
+def test_rendered_command_line_runs_the_real_compact_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    """The CronJob's arguments, with the pod's paths mapped to a temporary config directory and lake, are
+    accepted by `zeek-pipeline compact` itself, which loads the rendered config and prints its summary."""
+    import json
+
+    from zeek_operator.render import CONFIG_DIR, PARQUET_DIR
+    from zeek_pipeline import cli
+
+    spec, files, _, _ = build(with_("compaction", {"graceSeconds": 60, "targetMB": 64}))
+    config_dir, lake = tmp_path / "config", tmp_path / "lake"
+    config_dir.mkdir()
+    lake.mkdir()
+    for name, text in files.items():
+        (config_dir / name).write_text(text)
+    args = resources.compact_args(spec)
+    assert args[args.index("--output") + 1] == PARQUET_DIR and args[args.index("--config") + 1] == CONFIG_DIR
+    local = [{PARQUET_DIR: str(lake), CONFIG_DIR: str(config_dir)}.get(arg, arg) for arg in args]
+    parsed = cli.build_parser().parse_args(local)
+    assert (parsed.grace_seconds, parsed.target_mb) == (60, 64)
+    capsys.readouterr()
+    assert cli.main(local) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"].endswith(str(lake)) and summary["dry_run"] is False
