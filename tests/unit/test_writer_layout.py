@@ -96,3 +96,12 @@ def test_accepts_zeek_log_type_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "dns.log", "x" * 101, "!unroutable"])
 def test_rejects_log_types_that_are_not_safe_directory_names(name: str) -> None:
     assert not is_valid_log_type(name)
+
+
+def test_hours_that_follow_each_other_are_slices_of_the_batch_not_copies() -> None:
+    rows = table([utc(2018, 3, 24, 16, 58), utc(2018, 3, 24, 16, 59), utc(2018, 3, 24, 17, 0), utc(2018, 3, 24, 17, 1)])
+    parts = split_by_hour(rows)
+    assert [t.column("_kafka_offset").to_pylist() for _, t in parts] == [[0, 1], [2, 3]]
+    shared = rows.column("_kafka_offset").chunk(0).buffers()[1]
+    for _, part in parts:
+        assert part.column("_kafka_offset").chunk(0).buffers()[1].address == shared.address
