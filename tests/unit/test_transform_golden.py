@@ -72,7 +72,8 @@ EDGE_CASES: list[bytes] = [
     b'{"_path":"my_custom_log","ts":1.5,"uid":"U1","id.orig_h":"10.0.0.1","id.resp_h":"8.8.4.4"}',
     b'{"_path":"conn","uid":"N1"}',
     b"", b"   ", b"[1,2]", b'"text"', b"{}", b'{"a":{},"b":{}}', b'{"a":1,"b":2}', b'{"dns":[1]}',
-    b'{"_path":"../etc","ts":1}', b'{"_path":"conn","ts":1.5', b'\xff\xfe{"_path":"conn"}',
+    b'{"_path":"../etc","ts":1}', b'{"_path":["dns"],"ts":1}', b'{"_path":{"a":1},"ts":1}',
+    b'{"_path":"conn","ts":1.5', b'\xff\xfe{"_path":"conn"}',
     b'{"_path":"conn","ts":1.5,"uid":"C\\u00e9","note":"\\ud83d\\ude00"}',
 ]
 

@@ -95,9 +95,10 @@ def decode(body: bytes | bytearray | memoryview, *, max_bytes: int = 8 * 1024 * 
                         "a tagged message has exactly one")
     else:
         return Rejected(MISSING_PATH, "flat record without \"_path\" (and no topic -> log type mapping)")
-    bad = check_log_type(log_type)
-    if bad is not None:
-        return bad
+    if type(log_type) is not str or log_type not in _valid_log_types:  # a hit in the set saves the call
+        bad = check_log_type(log_type)
+        if bad is not None:
+            return bad
     write_ts = record.pop("_write_ts", None) if "_write_ts" in record else None
     if "_path" in record:  # a tagged record that also carries _path: the tag names the type
         del record["_path"]

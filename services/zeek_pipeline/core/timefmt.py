@@ -20,13 +20,13 @@ MIN_US = MIN_SECONDS * 1_000_000
 MAX_US = MAX_SECONDS * 1_000_000
 _MIN_F = float(MIN_SECONDS)
 _MAX_F = float(MAX_SECONDS)
-_EXACT_F = 4294967296.0
+EXACT_FLOAT_SECONDS = _EXACT_F = 4294967296.0  # below 2^32 s one multiplication gives the exact µs (to_us)
 _CACHE_LIMIT = 100_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _hour_base: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds of that hour
 _second_base: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds
-_hour_parts: dict[int, tuple[int, int, int, int, int]] = {}  # epoch hour -> (y, m, d, h, iso weekday)
+HOUR_PARTS: dict[int, tuple[int, int, int, int, int]] = {}  # epoch hour -> (y, m, d, h, iso weekday)
 
 
 def _digits(text: str) -> bool:
@@ -230,11 +230,11 @@ def us_to_iso(us: int) -> str:
 def time_parts(ms: int) -> tuple[int, int, int, int, int]:
     """(year, month, day, hour, ISO weekday Monday=1..Sunday=7) in UTC, cached per hour of data."""
     hour = ms // 3_600_000
-    parts = _hour_parts.get(hour)
+    parts = HOUR_PARTS.get(hour)
     if parts is None:
         moment = _EPOCH + timedelta(hours=hour)
         parts = (moment.year, moment.month, moment.day, moment.hour, moment.isoweekday())
-        if len(_hour_parts) >= _CACHE_LIMIT:
-            _hour_parts.clear()
-        _hour_parts[hour] = parts
+        if len(HOUR_PARTS) >= _CACHE_LIMIT:
+            HOUR_PARTS.clear()
+        HOUR_PARTS[hour] = parts
     return parts

@@ -52,9 +52,8 @@ class Transformer:
         self.enrich_settings = enrich
         self._normalizer = Normalizer(rules, time_fields)
         self._enricher = Enricher(enrich)
-        # Bound once: the hot path calls them for every record.
+        # Bound once: the hot path uses them for every record.
         self._plans = self._normalizer.plans
-        self._normalize = self._normalizer.normalize
         self._enrich = self._enricher.enrich
         self._by_community_id = key_field == "community_id"
         self._topics = dict(topic_log_types or {})
@@ -105,7 +104,7 @@ class Transformer:
             plan = self._normalizer.plan(log_type)
         if ingest_time_ms is None:
             ingest_time_ms = time.time_ns() // 1_000_000
-        result = self._normalize(plan, record, write_ts, ingest_time_ms)
+        result = plan.normalize(record, write_ts, ingest_time_ms)
         if type(result) is Rejected:
             return Rejected(result.reason, result.detail, log_type)
         normalized, event_ms = result  # type: ignore[misc]
