@@ -250,6 +250,18 @@ def test_mixed_iso_and_epoch_batch_is_converted_per_form_in_input_order() -> Non
     assert result.table.column("_kafka_offset").to_pylist() == [100, 101, 102, 103]
 
 
+def test_after_a_mixed_batch_interleaved_forms_are_grouped_and_uniform_batches_stay_fast() -> None:
+    epoch = {**CONN_ISO, "ts": 1521911720.865717, "uid": "C2"}
+    convert("conn", [document("conn", CONN_ISO), document("conn", epoch)])  # conn has shown mixed forms
+    interleaved = [document("conn", CONN_ISO if i % 2 == 0 else epoch) for i in range(41)]  # first, last ISO
+    result = convert("conn", interleaved)
+    assert result.path == "grouped" and not result.rejects
+    assert [us_of(v) for v in result.table.column("event_time").to_pylist()] == \
+        [1521911720865716 if i % 2 == 0 else 1521911720865717 for i in range(41)]
+    assert convert("conn", [document("conn", CONN_ISO)] * 41).path == "fast"
+    assert convert("conn", [document("conn", epoch)] * 41).path == "fast"
+
+
 def test_mixed_batch_rejects_keep_their_input_index() -> None:
     values = [document("conn", {**CONN_ISO, "ts": 1521911720.5}), document("conn", CONN_ISO),
               document("conn", {**CONN_ISO, "ts": 1521911721.5, "orig_bytes": -1}),

@@ -344,19 +344,28 @@ def _peek_forms(plan: _Plan, values: Sequence[bytes]) -> dict[str, TimeForm] | N
     return {name: forms.get(name, default) for name in plan.time_fields}
 
 
-def _ts_forms_agree(buffer: bytes, documents: int, forms: Mapping[str, TimeForm]) -> bool:
-    """Whether every `ts` of the batch has the form its first and last documents have: one or two byte
-    counts, so once a log type has shown mixed ISO and epoch batches (two sensors on one topic), such a batch
-    goes to the grouped path at once instead of after a failed read. The counts hold the GIL, so they run only
-    for those log types. A miscount only costs speed: the read checks types."""
+_TS_KEY = b'"ts":'
+_EPOCH_START = frozenset(b"-0123456789")
+_FORM_SAMPLES = 16  # documents of a batch whose `ts` form is checked before a read
+
+
+def _ts_forms_agree(values: Sequence[bytes], forms: Mapping[str, TimeForm]) -> bool:
+    """Whether sampled documents of the batch have the `ts` form its first and last documents have, so once a
+    log type has shown mixed ISO and epoch batches (two sensors on one topic), such a batch goes to the
+    grouped path at once instead of after a failed read. Interleaved sensors show in any sample; a batch the
+    sample misses only costs a failed read (the read checks types). Counting the forms in the whole buffer
+    cost a scan of every byte for each batch of such a log type."""
     form = forms.get("ts")
     if form is None:
         return True
-    iso = buffer.count(_TS_ISO)
-    if form == "epoch":
-        return iso == 0
-    # one ISO `ts` per document is the common answer, found without counting the keys as well
-    return iso == documents or iso == buffer.count(_TS_KEY)
+    step = max(1, len(values) // _FORM_SAMPLES)
+    for value in values[step:-1:step]:
+        at = value.find(_TS_KEY)
+        if at < 0:
+            continue
+        if (value[at + 5:at + 6] == b'"') != (form == "iso"):
+            return False
+    return True
 
 
 def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Sequence[int],
@@ -369,7 +378,7 @@ def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Seque
     # A document with a raw newline (pretty-printed JSON) splits into lines that are not JSON objects: the
     # read fails or the row count differs, and the batch takes the per-document path.
     buffer = b"\n".join(values)
-    if peeked and plan.mixed_forms and not _ts_forms_agree(buffer, len(values), forms):
+    if peeked and plan.mixed_forms and not _ts_forms_agree(values, forms):
         return None
     try:
         table = _read(buffer, _cached_read_schema(plan, forms), values, infer=True)
@@ -388,11 +397,6 @@ def _fast(plan: _Plan, log_type: str, values: Sequence[bytes], partitions: Seque
 
 # ---------------------------------------------------------------------------------------------------
 # Mixed time forms: one vectorised read per form
-
-
-_TS_KEY = b'"ts":'
-_TS_ISO = b'"ts":"'
-_EPOCH_START = frozenset(b"-0123456789")
 
 
 def _form_key(document: bytes, time_fields: Sequence[str]) -> str | None:
