@@ -251,8 +251,7 @@ def rollout_strategy(component: str) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
-def _volumes(component: str, name: str, spec: PipelineSpec,
-             tmp_size: str = "1Gi") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(component: str, name: str, spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumeMounts, volumes) of one component: the config, /tmp, and what it reads or writes (Kafka TLS
     material for the Kafka clients, the GeoIP files for the normalizer, the Parquet claim for the lake's users)."""
     mounts: list[dict[str, Any]] = [
@@ -261,7 +260,7 @@ def _volumes(component: str, name: str, spec: PipelineSpec,
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": configmap_name(name)}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
     tls = spec.kafka.security.tls
     if tls is not None and _uses_kafka(component):
@@ -380,9 +379,7 @@ def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, 
     next. On a single-node claim the pod must run where the writer's pod has the volume attached.
     """
     compaction = spec.compaction
-    target_mb = compaction.target_mb
-    # The merge may stage an output file under /tmp (S3): room for two, never less than the services get.
-    mounts, volumes = _volumes(COMPACTOR, name, spec, tmp_size=f"{max(1024, 2 * target_mb)}Mi")
+    mounts, volumes = _volumes(COMPACTOR, name, spec)  # outputs stream to the claim or S3, not via /tmp
     container = {
         "name": COMPACTOR,
         "image": image(spec),
