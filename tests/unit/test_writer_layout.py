@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from tests.unit.test_writer_support import CONFIG, documents
+from zeek_pipeline.writer.convert import Converter
 from zeek_pipeline.writer.layout import (
     event_hours,
     file_name,
@@ -105,3 +109,17 @@ def test_hours_that_follow_each_other_are_slices_of_the_batch_not_copies() -> No
     shared = rows.column("_kafka_offset").chunk(0).buffers()[1]
     for _, part in parts:
         assert part.column("_kafka_offset").chunk(0).buffers()[1].address == shared.address
+
+
+@pytest.mark.parametrize("order", ["offsets", "shuffled"])
+def test_split_of_real_documents_equals_one_filter_per_hour(order: str) -> None:
+    docs = list(documents("http", 5000))  # the real http log spans five hours
+    if order == "shuffled":  # late events everywhere: hours interleave
+        random.Random(7).shuffle(docs)
+    rows = Converter.from_config_dir(CONFIG).convert("http", docs, [0] * len(docs), list(range(len(docs)))).table
+    hours = event_hours(rows)
+    expected = [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(set(hours.to_pylist()))]
+    parts = split_by_hour(rows)
+    assert len(expected) > 1
+    assert [hour for hour, _ in parts] == [hour for hour, _ in expected]
+    assert all(part.equals(want) for (_, part), (_, want) in zip(parts, expected, strict=True))
