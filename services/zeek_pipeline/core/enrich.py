@@ -27,7 +27,7 @@ from zeek_pipeline.core.normalize import TypePlan
 from zeek_pipeline.core.rules import EnrichSettings
 from zeek_pipeline.core.timefmt import HOUR_PARTS, time_parts
 
-FLOW_CACHE_SIZE = 100_000  # flows whose Community ID is kept (cleared when full: memory stays bounded)
+FLOW_CACHE_SIZE = 16_384  # flows whose Community ID is kept (~270 B each; cleared when full: ~4.5 MB at most)
 _DIRECTION = {(True, True): "internal", (True, False): "outbound", (False, True): "inbound",
               (False, False): "external"}
 
