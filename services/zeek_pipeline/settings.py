@@ -188,7 +188,7 @@ class CompactionSettings(_Section):
     min_quiet_seconds: float = Field(600, ge=0)
     target_mb: float = Field(128, gt=0)
     # How much compressed input one sorted slice of an output reads at once (bounds the run's memory).
-    slice_mb: float = Field(32, gt=0)
+    slice_mb: float = Field(16, gt=0)
     # A run's claim on an hour expires after this long; a later run then fences it and cleans up.
     lease_seconds: float = Field(900, gt=0)
 

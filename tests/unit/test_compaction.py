@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.unit.test_compaction_support import (
@@ -21,9 +22,11 @@ from tests.unit.test_writer_recovery import STREAM, TOPIC, engine_on, run_writer
 from tests.unit.test_writer_support import RecordingDeadLetters, documents
 from zeek_pipeline.compaction.journal import HourJournal, JournalRecord, Output
 from zeek_pipeline.compaction.lake import HourFolder, hour_folders
-from zeek_pipeline.compaction.plan import InputFile, plan_bins
+from zeek_pipeline.compaction.merge import merge, slices
+from zeek_pipeline.compaction.plan import InputFile, plan_bins, read_input
 from zeek_pipeline.compaction.run import output_name
 from zeek_pipeline.writer.commitlog import CommitLog
+from zeek_pipeline.writer.parquet_file import ParquetOptions
 from zeek_pipeline.writer.storage import FileEntry, LocalStorage
 
 MB = 1024 * 1024
@@ -214,3 +217,23 @@ def test_a_writer_replaying_after_compaction_writes_nothing_twice(template: Path
     run_writer(storage, RecordingDeadLetters())  # recovers from the commit logs and replays the partitions
     assert_exactly_once(storage.base)
     assert len(published(storage.base)) == 5
+
+
+def test_a_merge_in_many_time_slices_keeps_every_row_once_sorted_with_untimed_rows_last(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    kind = pa.timestamp("us", tz="UTC")
+    times = [[5_000_000, 1_000_000, None, 3_000_000], [2_000_000, None, 4_000_000, 1_000_000, 5_000_000]]
+    entries = []
+    for index, values in enumerate(times):
+        numbers = pa.array([index * 10 + i for i in range(len(values))])
+        table = pa.table({"event_time": pa.array(values, kind), "n": numbers})
+        pq.write_table(table, tmp_path / f"f{index}.parquet", row_group_size=2)
+        entries.append(FileEntry(f"f{index}.parquet", (tmp_path / f"f{index}.parquet").stat().st_size, 0.0))
+    plan = plan_bins([read_input(storage, e) for e in entries], MB)[0]
+    assert len(slices(plan, 50)) > 3  # many slices for so few bytes
+    merge(storage, plan, "out.parquet", "run", ParquetOptions(), slice_bytes=50)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert sorted(out.column("n").to_pylist()) == [0, 1, 2, 3, 10, 11, 12, 13, 14]
+    values = out.column("event_time").cast(pa.int64()).to_pylist()
+    assert values[:7] == sorted(v for v in values if v is not None) and values[7:] == [None, None]
+    assert out.schema.field("event_time").type == kind

@@ -2,22 +2,22 @@
 
 Sorting needs the rows together, but an output of 128 MB of zstd Parquet is several times that in Arrow
 memory. So the output is written in time slices: the bin's event_time span (from the footers) is cut into
-as many equal slices as its input bytes need to stay under `slice_bytes` each, and each slice is read with
-a filter (pyarrow.dataset skips row groups whose statistics lie outside it), sorted and appended as row
-groups. Writer files cover about one flush interval each, so most are read once; a file whose rows spread
-over the whole hour is read once per slice (the cost of the bound). Rows without event_time come last.
-Memory: about one slice of Arrow data plus its sorted copy, plus pyarrow's read-ahead.
+as many equal slices as its input bytes need to stay under `slice_bytes` each; for each slice, every input
+whose span overlaps it is decoded (one at a time), filtered to the slice, and the pieces are sorted and
+appended as row groups. Writer files cover about one flush interval each, so most are decoded once; a file
+whose rows spread over the whole hour is decoded once per slice (the CPU cost of the bound). Rows without
+event_time go with the last slice. Memory: one slice of Arrow rows and its sorted copy, plus one decoded
+input file.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from zeek_pipeline import __version__
@@ -52,52 +52,94 @@ def output_metadata(plan: Bin, run: str) -> dict[bytes, bytes]:
     return meta
 
 
-def slice_filters(plan: Bin, schema: pa.Schema, slice_bytes: int) -> Iterator[ds.Expression | None]:
-    """Filters that together select every row exactly once: time slices, then the rows without a time."""
-    lows = [f.min_time for f in plan.files]
-    highs = [f.max_time for f in plan.files]
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Rows with low <= event_time < high (None: unbounded on that side), plus the rows without a time if
+    `nulls`. The slices of a bin split its rows: every row is in exactly one."""
+
+    low: int | None  # microseconds since the epoch
+    high: int | None
+    nulls: bool
+
+    def overlaps(self, first: float | None, last: float | None) -> bool:
+        if first is None or last is None:
+            return True  # no statistics: the file may hold anything
+        return ((self.high is None or first * 1_000_000 < self.high + 1)
+                and (self.low is None or last * 1_000_000 >= self.low - 1))
+
+    def mask(self, column: pa.ChunkedArray) -> pa.ChunkedArray:
+        kind = column.type
+        conditions = []
+        if self.low is not None:
+            conditions.append(pc.greater_equal(column, _scalar(self.low, kind)))
+        if self.high is not None:
+            conditions.append(pc.less(column, _scalar(self.high, kind)))
+        if not conditions:
+            keep = pc.is_valid(column)
+        else:
+            keep = conditions[0] if len(conditions) == 1 else pc.and_(conditions[0], conditions[1])
+            keep = pc.fill_null(keep, False)
+        return pc.or_(keep, pc.is_null(column)) if self.nulls else keep
+
+
+def _scalar(micros: int, kind: pa.DataType) -> pa.Scalar:
+    return pa.scalar(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC")).cast(kind)
+
+
+def slices(plan: Bin, slice_bytes: int) -> list[Slice]:
+    """As many equal time slices as the bin's input bytes need to keep each under `slice_bytes`; the first
+    is open below and the last open above (whatever the precision of the statistics), the last also takes
+    the rows without a time."""
+    lows = [f.min_time for f in plan.files if f.min_time is not None]
+    highs = [f.max_time for f in plan.files if f.max_time is not None]
     count = max(1, math.ceil(plan.bytes / slice_bytes))
-    if TIME_COLUMN not in schema.names or count == 1 or None in lows or None in highs:
-        yield None
-        return
-    kind = schema.field(TIME_COLUMN).type
-    column = ds.field(TIME_COLUMN)
-    low_us = math.floor(min(x for x in lows if x is not None) * 1_000_000)
-    high_us = math.ceil(max(x for x in highs if x is not None) * 1_000_000) + 1
-    step = max(1, (high_us - low_us) // count)
-    cuts = [pa.scalar(low_us + i * step, pa.int64()).cast(pa.timestamp("us", tz="UTC")).cast(kind)
-            for i in range(1, count)]
-    for i in range(count):
-        # The first slice has no lower bound and the last no upper one: every timed row falls in one slice,
-        # whatever the precision of the statistics.
-        parts = ([column >= cuts[i - 1]] if i > 0 else []) + ([column < cuts[i]] if i < count - 1 else [])
-        expression = parts[0] if len(parts) == 1 else parts[0] & parts[1]
-        yield expression
-    yield column.is_null()
+    if count == 1 or not lows or not highs:
+        return [Slice(None, None, nulls=True)]
+    low_us = math.floor(min(lows) * 1_000_000)
+    step = max(1, (math.ceil(max(highs) * 1_000_000) + 1 - low_us) // count)
+    cuts = [low_us + i * step for i in range(1, count)]
+    bounds = [None, *cuts, None]
+    return [Slice(bounds[i], bounds[i + 1], nulls=i == count - 1) for i in range(count)]
 
 
 def _sort_keys(schema: pa.Schema) -> list[tuple[str, str]]:
     return [(name, "ascending") for name in (TIME_COLUMN, PARTITION_COLUMN, OFFSET_COLUMN) if name in schema.names]
 
 
+def _read_slice(storage: Storage, plan: Bin, part: Slice, schema: pa.Schema) -> pa.Table | None:
+    """The rows of one slice, one input file decoded at a time (a file outside the slice is not read)."""
+    pieces = []
+    for f in plan.files:
+        if not part.overlaps(f.min_time, f.max_time):
+            continue
+        fs, path = storage.arrow_path(f.rel)
+        with fs.open_input_file(path) as source:
+            table = pq.ParquetFile(source).read().replace_schema_metadata(None)
+        if part.low is not None or part.high is not None:
+            table = table.filter(part.mask(table.column(TIME_COLUMN)))
+        if table.num_rows:
+            pieces.append(table.cast(schema))
+        del table
+    return pa.concat_tables(pieces) if pieces else None
+
+
 def merge(storage: Storage, plan: Bin, staged: str, run: str, options: ParquetOptions, slice_bytes: int) -> int:
     """Write the merged, sorted rows of `plan` to `staged` (synced); returns its size in bytes."""
     schema = plan.files[0].schema.remove_metadata()
     meta = output_metadata(plan, run)
-    paths = [storage.arrow_path(f.rel) for f in plan.files]
-    filesystem = paths[0][0]
+    timed = TIME_COLUMN in schema.names
+    parts = slices(plan, slice_bytes) if timed else [Slice(None, None, nulls=True)]
     level = options.compression_level if options.compression in ("zstd", "gzip", "brotli") else None
     written = 0
     try:
-        dataset = ds.dataset([p for _fs, p in paths], schema=schema, format="parquet", filesystem=filesystem)
         with storage.open_output(staged) as sink, pq.ParquetWriter(
                 sink, schema.with_metadata(meta), compression=options.codec, compression_level=level,
                 use_dictionary=options.dictionary, write_statistics=options.statistics) as writer:
-            for expression in slice_filters(plan, schema, slice_bytes):
-                table = dataset.to_table(filter=expression) if expression is not None else dataset.to_table()
-                if table.num_rows == 0:
+            for part in parts:
+                table = _read_slice(storage, plan, part, schema)
+                if table is None:
                     continue
-                if TIME_COLUMN in schema.names:
+                if timed:
                     table = table.take(pc.sort_indices(table, sort_keys=_sort_keys(schema)))
                 writer.write_table(table.replace_schema_metadata(meta), row_group_size=options.row_group_size)
                 written += table.num_rows

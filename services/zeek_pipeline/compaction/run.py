@@ -42,7 +42,7 @@ class CompactionOptions:
     grace_seconds: float = 3600
     min_quiet_seconds: float = 600
     target_bytes: int = 128 * 1024 * 1024
-    slice_bytes: int = 32 * 1024 * 1024
+    slice_bytes: int = 16 * 1024 * 1024
     lease_seconds: float = 900
     file_prefix: str = "events"
     parquet: ParquetOptions = field(default_factory=ParquetOptions)
