@@ -183,11 +183,15 @@ class Compactor:
     def _roll_forward(self, commit: JournalRecord) -> None:
         """Publish the outputs, then delete the inputs; both steps are idempotent, so a crash anywhere in
         here is finished by running it again."""
+        started = time.monotonic()
         for output in commit.outputs:
             self.storage.publish(output.staged, output.final)
             self.failpoints.hit("published")
         self.storage.delete_many(commit.inputs)
         self.failpoints.hit("inputs_deleted")
+        # The reader window: from the first output visible to the last input gone (docs/writer-durability.md).
+        log.info("swapped %d inputs for %d outputs in %.1f ms", len(commit.inputs), len(commit.outputs),
+                 (time.monotonic() - started) * 1000)
 
     def _finish(self, journal: HourJournal, done: JournalRecord) -> None:
         if journal.append(done):
