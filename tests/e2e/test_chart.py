@@ -371,7 +371,7 @@ def children(kubectl: Run, namespace: str, pipeline: str) -> dict[str, set[str]]
     from zeek_operator.resources import PIPELINE_LABEL
 
     out: dict[str, set[str]] = {}
-    for kind in ("configmaps", "deployments", "services", "serviceaccounts", "persistentvolumeclaims"):
+    for kind in ("configmaps", "deployments", "services", "serviceaccounts", "persistentvolumeclaims", "cronjobs"):
         result = ok(kubectl("get", kind, "-n", namespace, "-l", f"{PIPELINE_LABEL}={pipeline}", "-o", "json"))
         out[kind] = {item["metadata"]["name"] for item in json.loads(result.stdout)["items"]}
     return out
@@ -379,12 +379,13 @@ def children(kubectl: Run, namespace: str, pipeline: str) -> dict[str, set[str]]
 
 def expected_children(pipeline: str) -> dict[str, set[str]]:
     from zeek_operator.render import COMPONENTS
-    from zeek_operator.resources import configmap_name, deployment_name, health_service_name
+    from zeek_operator.resources import configmap_name, cronjob_name, deployment_name, health_service_name
 
     return {
         "configmaps": {configmap_name(pipeline)},
         "deployments": {deployment_name(pipeline, c) for c in COMPONENTS},
         "services": {health_service_name(pipeline)},
+        "cronjobs": {cronjob_name(pipeline)},  # compaction is on by default
     }
 
 
@@ -455,7 +456,8 @@ def test_helm_install_then_zeekpipeline_yaml_gives_a_pipeline_and_uninstall_keep
         # the user deletes the pipeline while the operator runs: garbage collection removes its children
         ok(kubectl("delete", "zp", name, "-n", namespace, "--timeout=60s"))
         wait_for("the children to be garbage-collected", lambda: not any(
-            children(kubectl, namespace, name)[k] for k in ("configmaps", "deployments", "services")), timeout=90)
+            children(kubectl, namespace, name)[k] for k in ("configmaps", "deployments", "services", "cronjobs")),
+                 timeout=90)
         assert proc.poll() is None, log.read_text()
     assert proc.returncode == 0, log.read_text()[-3000:]  # SIGTERM: a clean stop
     assert forbidden_lines(log) == [], "the chart's RBAC lacks a rule"
@@ -553,7 +555,8 @@ def test_pipeline_from_values_is_finished_by_the_uninstall_hook_before_the_opera
         assert f"ZeekPipeline {namespace}/{name} deleted" in hook.stdout
         # the operator removed its finalizer; the garbage collector removes the children
         wait_for("the children to be garbage-collected", lambda: not any(
-            children(kubectl, namespace, name)[k] for k in ("configmaps", "deployments", "services")), timeout=90)
+            children(kubectl, namespace, name)[k] for k in ("configmaps", "deployments", "services", "cronjobs")),
+                 timeout=90)
         assert forbidden_lines(log) == [], "the chart's RBAC lacks a rule"
     assert proc.returncode == 0, log.read_text()[-3000:]
     # the rest of `helm uninstall`; the hook's objects go as hook-succeeded says

@@ -484,7 +484,7 @@ def test_example_resource_from_the_readme_shows_in_kubectl_get(
                   and (z.get("status") or {}).get("writers") == "0/1" and z)
     assert condition(zp, "Degraded")["status"] == "False"
     table = ok(kubectl("get", "zp", "-n", namespace, "dev", "-o", "wide")).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "NORMALIZERS", "WRITERS", "LAG", "REASON", "AGE"]
+    assert table[0].split() == ["NAME", "READY", "NORMALIZERS", "WRITERS", "LAG", "REASON", "COMPACTED", "AGE"]
     assert table[1].split()[:4] == ["dev", "False", "0/1", "0/1"]
     assert table[1].split()[4] == "ComponentsNotReady"  # LAG is empty: the dev Redpanda is not reachable here
     ok(kubectl("delete", "-n", namespace, "-f", str(ROOT / "zeekpipeline.yaml"), "--wait=true", "--timeout=60s"))
