@@ -368,8 +368,8 @@ class CompactionSpec(SpecModel):
                            description="Size of the merged files (MB).")
     active_deadline_seconds: int = Field(default=3000, ge=60, le=7 * 86_400,
                                          description="A run taking longer is stopped (a later run recovers it).")
-    # Measured: a run over 32 hours (1280 files, 184 MB) peaked at 2.0 GB RSS with compaction.slice_mb 32
-    # (the largest hour alone, 2.1M dns rows, 1.2 GB); see docs/operator.md "Compaction".
+    # Measured: a run over 31 hours (1240 files, 183 MB) peaked at 1.75 GB RSS with compaction.slice_mb 16,
+    # all of it in one ssl hour (2.0M rows); see docs/operator.md "Compaction".
     resources: Resources = _resources("100m", "512Mi", "1", "2560Mi")
 
 
