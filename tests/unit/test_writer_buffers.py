@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zeek_pipeline.settings import WriteSettings
-from zeek_pipeline.writer.buffers import ENTRY_OVERHEAD, MB, Buffers, FlushPolicy
+from zeek_pipeline.writer.buffers import DOCUMENT_HEAP_FACTOR, ENTRY_OVERHEAD, MB, Buffers, FlushPolicy
 
 
 def policy(size: int = 0, interval: float = 0, count: int = 0, cap: int = 512 * MB) -> FlushPolicy:
@@ -68,13 +68,13 @@ def test_memory_cap_counts_every_buffer_and_names_the_largest() -> None:
     fill(buffers, 20, size=100, log_type="dns")  # 20 * (100 + overhead)
     fill(buffers, 40, size=100, log_type="ssl", partition=1)
     fill(buffers, 5, size=100, log_type="weird", partition=2)
-    assert buffers.memory == 65 * (100 + ENTRY_OVERHEAD)
+    assert buffers.memory == 65 * (DOCUMENT_HEAP_FACTOR * 100 + ENTRY_OVERHEAD)  # documents at their heap cost
     assert buffers.over_cap()
     largest = buffers.largest()
     assert largest is not None and largest.key == ("ssl", 1)
     buffers.take(largest.key)
     assert not buffers.over_cap()
-    assert buffers.usage_pct() == pytest.approx(100 * 25 * (100 + ENTRY_OVERHEAD) / cap)
+    assert buffers.usage_pct() == pytest.approx(100 * 25 * (DOCUMENT_HEAP_FACTOR * 100 + ENTRY_OVERHEAD) / cap)
 
 
 def test_due_lists_oldest_buffers_first() -> None:

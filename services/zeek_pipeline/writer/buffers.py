@@ -10,6 +10,7 @@ it is computed from the typed `event_time` column at flush time and each hour ge
 Flush conditions (the seed's, any one triggers, 0 disables): buffer size `write.flush_buffer_mb`, age of
 the oldest record `write.flush_interval_seconds`, record count `write.flush_event_count`. On top, a cap
 over all buffers, `write.max_memory_mb`: when the total goes over, the largest buffers flush first.
+The engine also bounds the documents waiting to be typed (`waiting`), see writer/memory.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from zeek_pipeline.writer.convert import Converter
 MB = 1024 * 1024
 # Python's cost of one buffered message beyond its bytes: the bytes object header, list slots, the offset int.
 ENTRY_OVERHEAD = 72
+# What a document not typed yet really costs: its bytes, and the hole it leaves in the heap once typed, which
+# the heap keeps among the documents still buffered until new ones fill it (measured: the heap grew to about
+# twice the documents buffered, on the real mix; writer/memory.py).
+DOCUMENT_HEAP_FACTOR = 2
 
 
 @dataclass(slots=True)
@@ -44,6 +49,12 @@ class Segment:
     @property
     def untyped_nbytes(self) -> int:
         return self.nbytes - sum(chunk.nbytes for chunk in self.chunks)
+
+    @property
+    def waiting_nbytes(self) -> int:
+        """Message bytes not typed yet: the documents still in `values` and those of chunks the pool has not
+        typed (documents cost about twice their size in the Python heap, Arrow columns 2.5 times less)."""
+        return self.untyped_nbytes + sum(chunk.nbytes for chunk in self.chunks if not chunk.done)
 
     def typed(self, converter: Converter) -> TypedRecords:
         """Every record typed: the chunks' results (waiting for the pool if need be), then the documents not
@@ -74,8 +85,10 @@ class Segment:
 
     @property
     def memory(self) -> int:
-        typed = sum(chunk.memory for chunk in self.chunks)
-        return typed + self.untyped_nbytes + ENTRY_OVERHEAD * len(self.offsets)
+        """Bytes held: typed chunks at their Arrow size, documents (also those the pool has not typed yet) at
+        what they cost the heap, and each record's entry."""
+        typed = sum(chunk.memory for chunk in self.chunks if chunk.done)
+        return typed + DOCUMENT_HEAP_FACTOR * self.waiting_nbytes + ENTRY_OVERHEAD * len(self.offsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +199,10 @@ class Buffers:
     @property
     def count(self) -> int:
         return sum(s.count for s in self.segments.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(s.waiting_nbytes for s in self.segments.values())
 
     def over_cap(self, extra: int = 0) -> bool:
         return self.memory + extra > self.policy.max_memory

@@ -28,18 +28,23 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from typing import Any, Protocol
 
-from zeek_pipeline.writer.buffers import Buffers, Segment
+import pyarrow as pa
+
+from zeek_pipeline.writer.buffers import MB, Buffers, Segment
 from zeek_pipeline.writer.chunks import InlineExecutor, TypedChunk
 from zeek_pipeline.writer.commitlog import CommitConflict, CommitLog, PartitionState
 from zeek_pipeline.writer.convert import UNROUTABLE, route_fast
 from zeek_pipeline.writer.dlq import DeadLetterError
 from zeek_pipeline.writer.flush import Cancelled, Flusher, FlushJob
+from zeek_pipeline.writer.memory import Releaser
 from zeek_pipeline.writer.storage import StorageError
 
 log = logging.getLogger("zeek_pipeline.writer.engine")
 
 MAX_DONE_RANGES = 256  # done ranges above a partition's restart offset before its oldest buffer is forced out
 TYPE_AHEAD_BYTES = 1 << 20  # untyped documents of a buffer handed to the pool as one chunk (~1000 records)
+TYPE_SOON_BYTES = 64 << 10  # ... and as little as this once too many documents wait untyped
+WAITING_SHARE = 4  # documents waiting untyped: at most 1/WAITING_SHARE of the cap (writer/memory.py)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
 Listener = Callable[[FlushJob], None]
@@ -77,6 +82,7 @@ class WriterEngine:
         self._prepare_threads = prepare_threads
         self.type_ahead_bytes = type_ahead_bytes  # 0: type every buffer at flush time only
         self._backoff = BACKOFF_MIN
+        self.release = Releaser()
 
     # --- the worker ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -268,6 +274,7 @@ class WriterEngine:
     def _prepare_ahead(self, job: FlushJob) -> None:
         if not job.cancelled:
             self.flusher.prepare(job)
+            self.release()  # the typed chunks and working copies of the job just freed, in this thread's heap
 
     def queued_memory(self) -> int:
         return sum(job.memory for job in list(self.queue))
@@ -275,8 +282,26 @@ class WriterEngine:
     def memory(self) -> int:
         return self.buffers.memory + self.queued_memory()
 
+    def waiting_memory(self) -> int:
+        """Message bytes of the documents not typed yet, in the buffers and in jobs not prepared."""
+        return self.buffers.waiting + sum(job.segment.waiting_nbytes for job in list(self.queue) if job.files is None)
+
+    def waiting_limit(self) -> int:
+        return self.buffers.policy.max_memory // WAITING_SHARE
+
     def over_cap(self) -> bool:
-        return self.memory() > self.buffers.policy.max_memory
+        """Consumption waits: the cap is reached, or too many documents wait to be typed (a document costs
+        about twice its size in the Python heap until typed, and the heap keeps that size after)."""
+        if self.memory() > self.buffers.policy.max_memory:
+            return True
+        return bool(self.type_ahead_bytes) and self.waiting_memory() > self.waiting_limit()
+
+    def memory_report(self) -> dict[str, float]:
+        """What the cap counts, and what Arrow's allocator holds, in MB (the status page)."""
+        pool = pa.default_memory_pool()
+        return {"cap": round(self.buffers.policy.max_memory / MB, 1), "buffers": round(self.buffers.memory / MB, 1),
+                "flushes": round(self.queued_memory() / MB, 1), "arrow": round(pool.bytes_allocated() / MB, 1),
+                "arrow_peak": round(pool.max_memory() / MB, 1)}
 
     def flush_due(self, now: float) -> None:
         """Queue what the policy asks for, then the largest buffers while over the memory cap."""
@@ -299,7 +324,9 @@ class WriterEngine:
                 break
             queued += self.submit(self.buffers.take(largest.key), "memory").memory
         if self.type_ahead_bytes:
-            self.buffers.type_ahead(self.type_ahead_bytes, self._type_chunk, skip=UNROUTABLE)
+            soon = self.buffers.waiting > self.waiting_limit() // 2
+            self.buffers.type_ahead(min(self.type_ahead_bytes, TYPE_SOON_BYTES) if soon else self.type_ahead_bytes,
+                                    self._type_chunk, skip=UNROUTABLE)
 
     def _type_chunk(self, segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
         typer = self._pool or InlineExecutor()  # inline mode (and after stop) types at once
@@ -324,6 +351,7 @@ class WriterEngine:
                 else:  # a job of an earlier ownership, lost or recovered since: nothing left to settle
                     log.info("conflict of an earlier ownership of partition %d ignored", job.partition)
             elif job.published and not job.cancelled:
+                self.release()
                 advanced.add(job.partition)
                 self.flush_reasons[job.reason] = self.flush_reasons.get(job.reason, 0) + 1
                 if self.on_flushed is not None:

@@ -30,6 +30,7 @@ from zeek_pipeline.writer.dlq import DeadLetters
 from zeek_pipeline.writer.engine import WriterEngine
 from zeek_pipeline.writer.flush import Flusher, FlushJob
 from zeek_pipeline.writer.kafka_errors import BROKER_DOWN_REASON, KafkaErrors, librdkafka_logger
+from zeek_pipeline.writer.memory import configure_allocators
 from zeek_pipeline.writer.parquet_file import ParquetOptions
 from zeek_pipeline.writer.storage import Storage, StorageError
 
@@ -89,7 +90,8 @@ class WriterService:
         return {"storage": self.storage.url, "buffered_records": engine.buffers.count,
                 "open_buffers": len(engine.buffers.segments), "pending_flushes": len(engine.queue),
                 "paused": self.paused, "skipped_on_replay": engine.skipped, "flush_reasons": dict(engine.flush_reasons),
-                "partitions": {str(p): {"seq": s.seq, "resume_at": s.next_offset} for p, s in engine.states.items()}}
+                "partitions": {str(p): {"seq": s.seq, "resume_at": s.next_offset} for p, s in engine.states.items()},
+                "memory_mb": engine.memory_report()}
 
     def _update_gauges(self) -> None:
         engine = self.engine
@@ -117,6 +119,7 @@ class WriterService:
     # --- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         runtime = self.runtime
+        configure_allocators()  # before the threads start (writer/memory.py)
         runtime.install_signal_handlers()
         runtime.start()
         # zeek-normalized and the writer's group live on the output cluster (output.kafka.brokers).

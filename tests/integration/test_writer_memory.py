@@ -1,0 +1,95 @@
+"""The parquet-writer's memory under a backlog several times `write.max_memory_mb`: the real mix (every log
+type of the shared corpus, its event hours), the real writer process, its peak RSS (VmHWM) read from /proc.
+The bound is the one docs/writer-durability.md ("Buffers and flushes") documents: the cap plus a fixed
+overhead; what the lake holds afterwards is read back with DuckDB."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.infra.waiting import wait_for
+from tests.infra.zeek_data import json_logs, read_lines
+from tests.integration.test_writer_support import Lake, last_data_offsets, produce_transactional, running
+from tests.unit.test_writer_support import transformer
+from zeek_pipeline.core.transform import Accepted
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CAP_MB = 64
+OVERHEAD_MB = 200  # documented fixed overhead over the cap (docs/writer-durability.md, README "Sizing")
+LINES_PER_LOG = 12_000  # of each real log file: every log type, ~72 MB of documents
+BACKLOG_REPEAT = 3  # ~215 MB of documents: more than three times the cap
+
+
+@cache
+def real_mix() -> tuple[bytes, ...]:
+    """Normalized documents of every real log file, shuffled as a sensor interleaves its log types."""
+    docs: list[bytes] = []
+    for path in json_logs():
+        for index, line in enumerate(read_lines(path)):
+            if index >= LINES_PER_LOG:
+                break
+            result = transformer().transform(line, ingest_time_ms=1_700_000_000_000)
+            if isinstance(result, Accepted):
+                docs.append(result.value)
+    random.Random(14).shuffle(docs)
+    return tuple(docs)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_peak_rss_stays_within_the_cap_plus_the_documented_overhead(kafka_bootstrap: str, tmp_path: Path) -> None:
+    docs = list(real_mix()) * BACKLOG_REPEAT
+    backlog_mb = sum(map(len, docs)) / 2**20
+    log_types = {doc[29:doc.index(b'"', 29)] for doc in docs}
+    assert backlog_mb > 3 * CAP_MB and len(log_types) >= 20, (backlog_mb, len(log_types))
+    with running(Lake(kafka_bootstrap, tmp_path, str(tmp_path / "lake")).create()) as lake:
+        produced = produce_transactional(kafka_bootstrap, lake.topic, docs, batch=2000, partitions=lake.partitions)
+        last = last_data_offsets(kafka_bootstrap, lake.topic, produced)
+        writer = lake.start(ZEEK_PIPELINE_WRITE__MAX_MEMORY_MB=str(CAP_MB))
+        pid = writer.process.pid
+
+        def consumed_all() -> bool:
+            assert writer.process.poll() is None, writer.tail()
+            try:
+                totals = writer.status()["totals"]
+            except OSError:  # not listening yet
+                return False
+            return int(totals["consumed"]) >= produced  # type: ignore[index]
+
+        wait_for("the writer to consume the backlog", consumed_all, timeout=600, interval=0.5)
+        peak = peak_rss_mb(pid)
+        # the final flush of what is buffered: sampled until the process is gone (VmHWM only grows)
+        writer.process.send_signal(15)
+        while writer.process.poll() is None:
+            try:
+                peak = max(peak, peak_rss_mb(pid))
+            except (OSError, AssertionError):
+                break
+            time.sleep(0.01)
+        assert writer.process.wait(60) == 0, writer.tail()
+        lake.wait_written(last)
+
+        rows = Counter(lake.coordinates())
+        assert not [c for c, n in rows.items() if n > 1], "records written twice"
+        assert sum(rows.values()) == produced, (sum(rows.values()), produced)
+        files = f"read_parquet('{lake.base}/**/*.parquet', union_by_name=true)"
+        relation = duckdb.sql(f"select distinct typeof(event_time) from {files}")
+        assert relation is not None
+        time_types = {row[0] for row in relation.fetchall()}
+        assert time_types == {"TIMESTAMP WITH TIME ZONE"}, time_types
+        bound = CAP_MB + OVERHEAD_MB
+        assert peak <= bound, (f"peak RSS {peak:.0f} MB > cap {CAP_MB} + overhead {OVERHEAD_MB} MB "
+                               f"({backlog_mb:.0f} MB backlog)")
