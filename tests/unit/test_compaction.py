@@ -237,3 +237,18 @@ def test_a_merge_in_many_time_slices_keeps_every_row_once_sorted_with_untimed_ro
     values = out.column("event_time").cast(pa.int64()).to_pylist()
     assert values[:7] == sorted(v for v in values if v is not None) and values[7:] == [None, None]
     assert out.schema.field("event_time").type == kind
+
+
+def test_a_writer_recovers_a_partition_whose_latest_files_were_published_and_then_removed(template: Path,
+                                                                                         tmp_path: Path) -> None:
+    """Compaction leaves such files alone, but a retention job (or a person) may delete them: the writer's
+    roll-forward must go on rather than refuse to recover the partition for ever."""
+    storage = copy_lake(template, tmp_path / "base")
+    log = CommitLog(storage, TOPIC)
+    record = log.latest(0)
+    assert record is not None and record.files
+    for f in record.files:
+        (storage.base / f.final).unlink()
+    state = CommitLog(storage, TOPIC, "writer-2").recover(0)
+    assert state.next_offset == record.next_offset
+    assert not any((storage.base / f.final).exists() for f in record.files)

@@ -237,7 +237,13 @@ class CommitLog:
                 for staged in record.files:
                     if staged.staged.rsplit("/", 1)[-1] in pending:
                         log.info("rolling forward committed file", extra={"context": {"file": staged.final}})
-                    self.storage.publish(staged.staged, staged.final)
+                        self.storage.publish(staged.staged, staged.final)
+                    elif not self.storage.exists(staged.final):
+                        # Published, then removed (merged by compaction, deleted by a retention job): the
+                        # rows are wherever that put them; there is nothing to roll forward, and refusing
+                        # would keep the partition from ever being recovered.
+                        log.warning("committed file is gone since it was published; nothing to roll forward",
+                                    extra={"context": {"file": staged.final}})
                 state.apply(record)
             takeover = CommitRecord(
                 topic=self.topic, partition=partition, seq=state.seq + 1, next_offset=state.next_offset,
