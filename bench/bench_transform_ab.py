@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     for _ in range(args.rounds):
         base_runs.append(cpu_us_per_record(baseline, bodies))
         new_runs.append(cpu_us_per_record(current, bodies))
-    result = {
+    result: dict[str, Any] = {
         "baseline": commit, "records": len(bodies), "load_average": os.getloadavg(),
         "baseline_us_per_record": round(min(base_runs), 3), "working_tree_us_per_record": round(min(new_runs), 3),
         "ratio": round(min(new_runs) / min(base_runs), 3),
