@@ -72,3 +72,21 @@ def test_dictionary_is_kept_for_strings_and_left_off_for_times_and_numbers(tmp_p
     back = pq.read_table(path)
     assert back.equals(dns_table.replace_schema_metadata(back.schema.metadata))
     assert back.schema.field("answers").type == pa.list_(pa.string())
+
+
+@pytest.mark.parametrize("level", [None, 3])
+def test_columns_null_in_every_row_are_stored_uncompressed_and_read_back(tmp_path: Path, dns_table: pa.Table,
+                                                                        level: int | None) -> None:
+    empty = [name for name in dns_table.column_names if dns_table.column(name).null_count == dns_table.num_rows]
+    assert "src_geo_country" in empty  # GeoIP is off in the shipped config
+    path = tmp_path / "n.parquet"
+    row_group = write(path, dns_table, ParquetOptions(compression_level=level)).row_group(0)
+    codecs = {row_group.column(i).path_in_schema.removesuffix(".list.element"): row_group.column(i).compression
+              for i in range(row_group.num_columns)}
+    assert {codecs[name] for name in empty} == {"UNCOMPRESSED"}
+    assert {codecs[name] for name in dns_table.column_names if name not in empty} == {"ZSTD"}
+    back = pq.read_table(path)
+    assert back.equals(dns_table.replace_schema_metadata(back.schema.metadata))
+    assert duckdb.sql(f"select count(*), count(src_geo_country), count(answers) from read_parquet('{path}')"
+                      ).fetchall() == [(dns_table.num_rows, 0, dns_table.column("answers").length()
+                                        - dns_table.column("answers").null_count)]

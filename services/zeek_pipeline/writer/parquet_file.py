@@ -48,29 +48,47 @@ def _is_text(arrow: pa.DataType) -> bool:
     return bool(pa.types.is_string(arrow) or pa.types.is_large_string(arrow))
 
 
-def dictionary_columns(schema: pa.Schema) -> list[str]:
-    """The Parquet column paths worth a dictionary: strings and lists of strings (addresses, enums, names
-    repeat). Times, counters and floats are nearly unique per row: a dictionary for them cost more CPU than
-    the rest of the encoding and made files larger (bench/README.md, writer section)."""
-    paths: list[str] = []
-    for field in schema:
-        if _is_text(field.type):
-            paths.append(field.name)
-        elif pa.types.is_list(field.type) and _is_text(field.type.value_type):
-            paths.append(f"{field.name}.list.element")  # the leaf of a list, as pyarrow names it
-    return paths
+def _leaf_path(field: pa.Field) -> str:
+    """The Parquet column path of a column: its name, or the leaf of a list as pyarrow names it."""
+    return f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+
+
+def _all_null(table: pa.Table, name: str) -> bool:
+    return bool(table.column(name).null_count == table.num_rows)
+
+
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """The Parquet column paths worth a dictionary: strings and lists of strings that hold a value (addresses,
+    enums, names repeat). Times, counters and floats are nearly unique per row: a dictionary for them cost
+    more CPU than the rest of the encoding and made files larger (bench/README.md, writer section)."""
+    return [_leaf_path(field) for field in table.schema
+            if (_is_text(field.type) or (pa.types.is_list(field.type) and _is_text(field.type.value_type)))
+            and not _all_null(table, field.name)]
+
+
+def column_compression(table: pa.Table, codec: str) -> str | dict[str, str]:
+    """`codec` for every column that holds a value; none for the columns that are null in every row (often
+    half of them: GeoIP off, fields a log type rarely sets), whose pages are a few bytes each, where the
+    codec's per-page set-up (a zstd context) cost more than the rest of the encoding."""
+    if codec == "none" or not any(_all_null(table, name) for name in table.column_names):
+        return codec
+    return {_leaf_path(field): "none" if _all_null(table, field.name) else codec for field in table.schema}
 
 
 def write_table(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions, metadata: Mapping[bytes, bytes]) -> None:
     """Write `table` to an open sink (the caller closes and syncs it)."""
     schema = table.schema.with_metadata({**(table.schema.metadata or {}), **metadata})
     level = options.compression_level if options.compression in ("zstd", "gzip", "brotli") else None
+    compression = column_compression(table, options.codec)
+    levels: int | dict[str, int] | None = level
+    if isinstance(compression, dict) and level is not None:  # a level for an uncompressed column is an error
+        levels = {path: level for path, codec in compression.items() if codec != "none"}
     with pq.ParquetWriter(
         sink,
         schema,
-        compression=options.codec,
-        compression_level=level,
-        use_dictionary=dictionary_columns(schema) if options.dictionary else False,
+        compression=compression,
+        compression_level=levels,
+        use_dictionary=dictionary_columns(table) if options.dictionary else False,
         write_statistics=options.statistics,
     ) as writer:
         writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=options.row_group_size)
