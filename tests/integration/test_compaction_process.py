@@ -207,3 +207,14 @@ def test_sigkill_at_random_moments(written: Written, tmp_path: Path) -> None:
     until_settled(lake)
     assert_exactly_once_and_compacted(lake, written, types)
     print(f"seed {seed}: {kills} kills")  # noqa: T201
+
+
+def test_two_runs_at_once_merge_each_hour_once(written: Written, tmp_path: Path) -> None:
+    """A CronJob run overlapping a manual one: each hour is claimed by one of them, the other skips it."""
+    lake = copy_of(written, tmp_path)
+    types = column_types(lake)
+    first, second = compact(lake), compact(lake)
+    summaries = [finished(first), finished(second)]
+    assert sum(int(s["hours_compacted"]) for s in summaries) >= 1  # type: ignore[call-overload]
+    until_settled(lake)
+    assert_exactly_once_and_compacted(lake, written, types)
