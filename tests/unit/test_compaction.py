@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.infra.service_process import ZEEK, clean_env
 from tests.unit.test_compaction_support import (
     EXPECTED,
     LEASE,
@@ -19,7 +22,7 @@ from tests.unit.test_compaction_support import (
     rows_seen,
 )
 from tests.unit.test_writer_recovery import STREAM, TOPIC, engine_on, run_writer
-from tests.unit.test_writer_support import RecordingDeadLetters, documents
+from tests.unit.test_writer_support import CONFIG, RecordingDeadLetters, documents
 from zeek_pipeline.compaction.journal import HourJournal, JournalRecord, Output
 from zeek_pipeline.compaction.lake import HourFolder, hour_folders
 from zeek_pipeline.compaction.merge import merge, slices
@@ -252,3 +255,25 @@ def test_a_writer_recovers_a_partition_whose_latest_files_were_published_and_the
     state = CommitLog(storage, TOPIC, "writer-2").recover(0)
     assert state.next_offset == record.next_offset
     assert not any((storage.base / f.final).exists() for f in record.files)
+
+
+def test_the_command_dry_run_changes_nothing_and_log_type_limits_the_run(template: Path, tmp_path: Path) -> None:
+    storage = copy_lake(template, tmp_path / "base")
+    before = sorted(p.name for p in published(storage.base))
+
+    def compact(*extra: str) -> dict[str, object]:
+        result = subprocess.run([str(ZEEK), "compact", "--output", str(storage.base), "--config", str(CONFIG),
+                                 "--min-quiet-seconds", "0", *extra], capture_output=True, text=True,
+                                env=clean_env({"ZEEK_PIPELINE_LOG__PATH": str(tmp_path / "log")}), check=False)
+        assert result.returncode == 0, result.stderr
+        summary: dict[str, object] = orjson.loads(result.stdout.splitlines()[-1])
+        return summary
+
+    dry = compact("--dry-run")
+    assert dry["dry_run"] is True and dry["hours_compacted"] == 3 and dry["files_before"] == 24
+    assert sorted(p.name for p in published(storage.base)) == before
+    ssl_only = compact("--log-type", "ssl")
+    assert ssl_only["hours_compacted"] == 1 and ssl_only["files_after"] == 1 and ssl_only["errors"] == []
+    rest = compact("--target-mb", "0.05")  # tiny outputs: dns and weird split into several
+    assert rest["hours_compacted"] == 2 and int(rest["files_after"]) > 2  # type: ignore[call-overload]
+    assert_exactly_once(storage.base)
