@@ -1,8 +1,9 @@
 """The normalized layer: promotions and static fields of config/normalization.json, compiled per log type.
 
-A rule compiles once into a `TypePlan` whose `normalize` is a function generated for that log type: straight-line
-code, one `record.get` per field and no loop, rule lookup or call per promotion (the loop this replaced cost
-~1 µs per record; tests/unit/test_transform_golden.py holds the output to the loop's). Promoted values are checked
+A rule compiles once into a `TypePlan` whose `normalize` is a function generated for that log type:
+straight-line code, one `record.get` per field, to_us's float and ISO cases inlined, no loop, rule lookup or
+tuple unpacking per promotion (part of the transform's CPU cut, bench/README.md;
+tests/unit/test_transform_golden.py holds the output to the loop's that it replaced). Promoted values are checked
 against their canonical field: a Zeek time (ts, or any field schema.json types `time`) becomes ms since
 the epoch; a `*_ip` target takes a non-empty string; a `*_port` target an integer 0-65535. A value that
 does not fit stays in `raw` only (it is never lost), except an unparsable time, which rejects the record
@@ -16,7 +17,7 @@ from typing import Any
 
 from zeek_pipeline.core.decode import INVALID_TIME, Rejected
 from zeek_pipeline.core.rules import LogTypeRule, NormalizationRules
-from zeek_pipeline.core.timefmt import EXACT_FLOAT_SECONDS, to_us
+from zeek_pipeline.core.timefmt import EXACT_FLOAT_SECONDS, iso_to_us, to_us
 
 PLAIN, TIME, IP, PORT = 0, 1, 2, 3
 UNKNOWN_LOG = "$unknown_log"  # time_fields key for log types without their own entry
@@ -98,11 +99,12 @@ class Normalizer:
 
 
 def _time_us(name: str, indent: str) -> list[str]:
-    """Lines that set `us` from `value` (not None), or return the reject; to_us's float case inlined."""
+    """Lines that set `us` from `value` (not None), or return the reject; to_us's float and ISO cases inlined."""
     return [f"{indent}if type(value) is float and -{EXACT_FLOAT_SECONDS!r} < value < {EXACT_FLOAT_SECONDS!r}:",
             f"{indent}    us = round(value * 1_000_000)",
-            f"{indent}else:",
-            f"{indent}    us = to_us(value)",
+            f"{indent}else:",  # to_us's ISO case called directly
+            f"{indent}    us = (iso_to_us(value) if type(value) is str and len(value) >= 16 and value[4] == '-'",
+            f"{indent}          else to_us(value))",
             f"{indent}    if us is None:",
             f"{indent}        return bad_time({name!r}, value)"]
 
@@ -142,7 +144,7 @@ def _normalize_source(plan: TypePlan) -> str:
 
 
 def _compile(source: str, static: dict[str, Any]) -> NormalizeFn:
-    namespace: dict[str, Any] = {"to_us": to_us, "bad_time": _bad_time, "static": static}
+    namespace: dict[str, Any] = {"to_us": to_us, "iso_to_us": iso_to_us, "bad_time": _bad_time, "static": static}
     exec(compile(source, "<normalize plan>", "exec"), namespace)  # noqa: S102 - our own source, names as literals
     return namespace["normalize"]  # type: ignore[no-any-return]
 
