@@ -70,3 +70,16 @@ def test_the_service_allocates_arrow_through_glibc_tuned_to_give_memory_back() -
             "print(pa.default_memory_pool().backend_name)\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "system", out.stderr
+
+
+def test_many_small_buffers_under_a_small_cap_are_typed_instead_of_waiting_for_their_time_flush(
+        tmp_path: Path) -> None:
+    engine = engine_on(tmp_path, max_memory=128 * 1024)  # waiting limit 32 KB
+    types = ["dns", "ssl", "weird", "x509", "rdp", "ssh"]
+    for offset in range(60):
+        log_type = types[offset % len(types)]
+        engine.add(0, offset, documents(log_type, 10)[offset // len(types)], now=0.0)
+    assert all(s.untyped_nbytes < 64 * 1024 for s in engine.buffers.segments.values())  # each under 64 KB
+    assert engine.over_cap()
+    engine.flush_due(now=0.0)
+    assert engine.waiting_memory() == 0 and not engine.over_cap()

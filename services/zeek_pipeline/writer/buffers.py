@@ -204,6 +204,11 @@ class Buffers:
     def waiting(self) -> int:
         return sum(s.waiting_nbytes for s in self.segments.values())
 
+    @property
+    def untyped(self) -> int:
+        """Message bytes of the documents not handed to the typing yet."""
+        return sum(s.untyped_nbytes for s in self.segments.values())
+
     def over_cap(self, extra: int = 0) -> bool:
         return self.memory + extra > self.policy.max_memory
 

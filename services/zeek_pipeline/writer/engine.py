@@ -324,9 +324,18 @@ class WriterEngine:
                 break
             queued += self.submit(self.buffers.take(largest.key), "memory").memory
         if self.type_ahead_bytes:
-            soon = self.buffers.waiting > self.waiting_limit() // 2
-            self.buffers.type_ahead(min(self.type_ahead_bytes, TYPE_SOON_BYTES) if soon else self.type_ahead_bytes,
-                                    self._type_chunk, skip=UNROUTABLE)
+            self.buffers.type_ahead(self._type_ahead_threshold(), self._type_chunk, skip=UNROUTABLE)
+
+    def _type_ahead_threshold(self) -> int:
+        """1 MB chunks normally; smaller when many documents wait untyped, and every buffer's documents when
+        the buffers alone hold half the limit (many small buffers under a small cap would otherwise keep
+        consumption waiting for their time flush)."""
+        half = self.waiting_limit() // 2
+        if self.buffers.untyped > half:
+            return 1
+        if self.buffers.waiting > half:
+            return min(self.type_ahead_bytes, TYPE_SOON_BYTES)
+        return self.type_ahead_bytes
 
     def _type_chunk(self, segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
         typer = self._pool or InlineExecutor()  # inline mode (and after stop) types at once
