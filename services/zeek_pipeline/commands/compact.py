@@ -40,8 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from zeek_pipeline.compaction.run import CompactionOptions, Compactor
     from zeek_pipeline.runtime.logging import setup_logging
     from zeek_pipeline.settings import SettingsError, load_settings
+    from zeek_pipeline.writer.memory import configure_allocators
     from zeek_pipeline.writer.parquet_file import ParquetOptions
     from zeek_pipeline.writer.storage import StorageError, open_storage
+
+    configure_allocators()  # as the writer: freed Arrow buffers go back to the system between slices
 
     try:
         settings = load_settings(args.config)

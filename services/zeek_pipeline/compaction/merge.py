@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from zeek_pipeline import __version__
 from zeek_pipeline.compaction.plan import TIME_COLUMN, Bin
 from zeek_pipeline.core.schema import OFFSET_COLUMN, PARTITION_COLUMN
+from zeek_pipeline.writer.memory import Releaser
 from zeek_pipeline.writer.parquet_file import META_WRITER, ParquetOptions
 from zeek_pipeline.writer.storage import Storage, as_storage_error
 
@@ -31,6 +32,9 @@ META_COMPACTED_BY = b"zeek_pipeline.compacted_by"  # the compaction run
 # Per-file keys of a writer file that say nothing true of a merged one (its rows span partitions and offsets).
 PER_FILE_KEYS = frozenset({b"zeek_pipeline.kafka_topic", b"zeek_pipeline.kafka_partition",
                            b"zeek_pipeline.first_offset", b"zeek_pipeline.last_offset", b"ARROW:schema"})
+
+
+release = Releaser()
 
 
 class MergeError(Exception):
@@ -144,6 +148,7 @@ def merge(storage: Storage, plan: Bin, staged: str, run: str, options: ParquetOp
                 writer.write_table(table.replace_schema_metadata(meta), row_group_size=options.row_group_size)
                 written += table.num_rows
                 del table
+                release(force=True)  # the slice's memory back to the system before the next one
     except (OSError, pa.ArrowException) as exc:
         raise as_storage_error("merge into", staged, exc) from exc
     if written != plan.rows:
