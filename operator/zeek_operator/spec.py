@@ -290,7 +290,7 @@ class FlushSpec(SpecModel):
                              description="Flush at this buffered size (MB).")
     interval_seconds: float = Field(default=60, ge=0, le=86_400, description="Flush at least this often (s).")
     event_count: int = Field(default=0, ge=0, le=1_000_000_000, description="Flush after this many events.")
-    max_memory_mb: float = Field(default=512, gt=0, le=65_536, alias="maxMemoryMB",
+    max_memory_mb: float = Field(default=128, gt=0, le=65_536, alias="maxMemoryMB",
                                  description="Cap over all open buffers (MB); keep below the memory limit.")
 
     @model_validator(mode="after")
@@ -318,8 +318,8 @@ class WriterSpec(SpecModel):
     ))
 
     replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
-    # RSS <= flush.maxMemoryMB + 320 MB; limit 1.25 x that for the default 512 (docs/writer-durability.md)
-    resources: Resources = _resources("250m", "832Mi", "1", "1040Mi")
+    # RSS <= flush.maxMemoryMB + 320 MB; limit 1.25 x that for the default 128 (docs/writer-durability.md)
+    resources: Resources = _resources("250m", "448Mi", "1", "560Mi")
     autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
     storage: StorageSpec = Field(default=StorageSpec(), description="Where Parquet files go.")
     flush: FlushSpec = Field(default=FlushSpec(), description="File flush conditions.")

@@ -130,7 +130,7 @@ class WriteSettings(_Section):
     flush_buffer_mb: float = Field(64, ge=0)
     flush_interval_seconds: float = Field(60, ge=0)
     flush_event_count: int = Field(0, ge=0)
-    max_memory_mb: float = Field(512, gt=0)  # cap over all open buffers
+    max_memory_mb: float = Field(128, gt=0)  # cap over all open buffers
 
     @model_validator(mode="after")
     def _some_condition(self) -> WriteSettings:
