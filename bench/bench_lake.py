@@ -56,7 +56,7 @@ from bench_writer import (  # noqa: E402
     status,
 )
 from tests.infra.kafka import KafkaBroker, free_port  # noqa: E402
-from tests.infra.topics import create_topic  # noqa: E402
+from tests.infra.topics import create_topic, produce_when_room  # noqa: E402
 
 # Placeholders written into each document once; every replayed record fills them with its own time.
 TS = "@@ts@@"
@@ -100,12 +100,7 @@ def replay(bootstrap: str, topic: str, docs: list[bytes], start: dt.datetime, ar
         for i in range(per_minute):
             at = base + dt.timedelta(microseconds=i * 60_000_000 // per_minute)
             value = stamped(docs[count % len(docs)], at)
-            while True:
-                try:
-                    producer.produce(topic, value=value, partition=count % PARTITIONS)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_when_room(producer, topic, value=value, partition=count % PARTITIONS)
             count += 1
         producer.poll(0)
         behind = began + (minute + 1) * step - time.monotonic()

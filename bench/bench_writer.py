@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.infra.kafka import KafkaBroker, free_port  # noqa: E402
-from tests.infra.topics import create_topic  # noqa: E402
+from tests.infra.topics import create_topic, produce_when_room  # noqa: E402
 from tests.infra.zeek_data import json_logs, tsv_logs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -119,12 +119,7 @@ def feed(bootstrap: str, topic: str, docs: list[bytes], repeat: int) -> int:
         for start in range(0, len(docs), 2000):
             producer.begin_transaction()
             for value in docs[start:start + 2000]:
-                while True:
-                    try:
-                        producer.produce(topic, value=value, partition=count % PARTITIONS)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce_when_room(producer, topic, value=value, partition=count % PARTITIONS)
                 count += 1
             producer.commit_transaction(120)
     return count

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -72,18 +73,23 @@ def produce(
             kwargs["key"] = keys[index]
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_when_room(producer, topic, **kwargs)
         producer.poll(0)
         count += 1
     remaining = producer.flush(60)
     if remaining or errors:
         raise KafkaException(f"{remaining} undelivered, errors: {errors[:5]}")
     return count
+
+
+def produce_when_room(producer: Producer, topic: str, **kwargs: Any) -> None:
+    """`producer.produce`, serving delivery reports while librdkafka's local queue is full (BufferError)."""
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def consume_all(

@@ -50,12 +50,7 @@ def produce_transactional(bootstrap: str, topic: str, values: Sequence[bytes], *
                 kwargs: dict[str, Any] = {"value": values[index]}
                 if partitions:
                     kwargs["partition"] = ((produced + index - start) // 97) % partitions
-                while True:
-                    try:
-                        producer.produce(topic, **kwargs)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                topics.produce_when_room(producer, topic, **kwargs)
             producer.commit_transaction(60)
             produced += min(start + batch, len(values)) - start
             if pause:
