@@ -25,9 +25,9 @@ from tests.e2e.test_operator_lifecycle import (
     apply,
     events,
     get,
-    install_crd,
-    install_rbac,
     pipeline,
+    running_operator,
+    throwaway_namespace,
     unique,
 )
 from tests.infra.topics import create_topic, end_offsets, produce, set_group_offsets
@@ -39,22 +39,13 @@ COOLDOWN = 6
 
 @pytest.fixture(scope="module")
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("zp-scale")
-    ok(kubectl("create", "namespace", name))
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from throwaway_namespace(kubectl, "zp-scale")
 
 
 @pytest.fixture(scope="module")
 def operator(kube: Any, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory,
              ) -> Iterator[OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("autoscale")
-    install_crd(kubectl)
-    process = OperatorProcess(install_rbac(kubectl, kube, namespace, workdir), namespace, workdir).start()
-    process.wait_log("acquired the lease")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-    assert "Traceback" not in process.log(), process.log()[-5000:]
+    yield from running_operator(kube, kubectl, namespace, tmp_path_factory.mktemp("autoscale"))
 
 
 def test_lag_reader_reads_committed_lag_from_the_broker(kafka_bootstrap: str) -> None:

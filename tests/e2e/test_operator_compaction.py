@@ -20,9 +20,9 @@ from tests.e2e.test_operator_lifecycle import (
     OperatorProcess,
     apply,
     get,
-    install_crd,
-    install_rbac,
     pipeline,
+    running_operator,
+    throwaway_namespace,
     unique,
 )
 from tests.infra.waiting import ok, wait_for
@@ -34,22 +34,13 @@ SCHEDULE_WAIT = 150.0
 
 @pytest.fixture(scope="module")
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("zp-compact")
-    ok(kubectl("create", "namespace", name))
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from throwaway_namespace(kubectl, "zp-compact")
 
 
 @pytest.fixture(scope="module")
 def operator(kube: Any, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory,
              ) -> Iterator[OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("compaction")
-    install_crd(kubectl)
-    process = OperatorProcess(install_rbac(kubectl, kube, namespace, workdir), namespace, workdir).start()
-    process.wait_log("acquired the lease")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-    assert "Traceback" not in process.log(), process.log()[-5000:]
+    yield from running_operator(kube, kubectl, namespace, tmp_path_factory.mktemp("compaction"))
 
 
 def s3_secret(name: str) -> dict[str, Any]:

@@ -20,19 +20,16 @@ from tests.e2e.test_operator_lifecycle import (
     install_crd,
     install_rbac,
     pipeline,
-    unique,
+    throwaway_namespace,
 )
-from tests.infra.waiting import ok, wait_for
+from tests.infra.waiting import wait_for
 
 LEASE_SECONDS = 4
 
 
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("zp-lead")
-    ok(kubectl("create", "namespace", name))
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from throwaway_namespace(kubectl, "zp-lead")
 
 
 def holder(kubectl: Kubectl, namespace: str) -> str | None:

@@ -169,16 +169,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("operator")
 
 
-@pytest.fixture(scope="module")
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("zp-e2e")
+def throwaway_namespace(kubectl: Kubectl, prefix: str) -> Iterator[str]:
+    """A fresh namespace for one test module (`yield from` it in a fixture); deleted without waiting after."""
+    name = unique(prefix)
     ok(kubectl("create", "namespace", name))
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
 
 
-@pytest.fixture(scope="module")
-def operator(kube: Any, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[OperatorProcess]:
+def running_operator(kube: Any, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[OperatorProcess]:
+    """The operator as a process watching `namespace` once it leads (`yield from` it in a fixture); on stop it
+    must exit 0 without a traceback."""
     install_crd(kubectl)
     kubeconfig = install_rbac(kubectl, kube, namespace, workdir)
     process = OperatorProcess(kubeconfig, namespace, workdir).start()
@@ -188,6 +189,16 @@ def operator(kube: Any, kubectl: Kubectl, namespace: str, workdir: Path) -> Iter
     log = process.log()
     assert code == 0, f"operator exit code {code}\n{log[-3000:]}"
     assert "Traceback" not in log, log[-5000:]
+
+
+@pytest.fixture(scope="module")
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    yield from throwaway_namespace(kubectl, "zp-e2e")
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Any, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[OperatorProcess]:
+    yield from running_operator(kube, kubectl, namespace, workdir)
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from tests.e2e.test_operator_lifecycle import (
     container,
     deployments,
     get,
-    install_crd,
-    install_rbac,
     pipeline,
+    running_operator,
+    throwaway_namespace,
     unique,
 )
 from tests.infra.waiting import ok, wait_for
@@ -36,22 +36,13 @@ from zeek_operator.spec import parse_spec
 
 @pytest.fixture(scope="module")
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("zp-prune")
-    ok(kubectl("create", "namespace", name))
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    yield from throwaway_namespace(kubectl, "zp-prune")
 
 
 @pytest.fixture(scope="module")
 def operator(kube: Any, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory,
              ) -> Iterator[OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("prune")
-    install_crd(kubectl)
-    process = OperatorProcess(install_rbac(kubectl, kube, namespace, workdir), namespace, workdir).start()
-    process.wait_log("acquired the lease")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-    assert "Traceback" not in process.log(), process.log()[-5000:]
+    yield from running_operator(kube, kubectl, namespace, tmp_path_factory.mktemp("prune"))
 
 
 def full_spec(bootstrap: str, name: str) -> dict[str, Any]:
