@@ -201,3 +201,31 @@ def test_two_writers_with_one_pid_and_one_name_never_share_a_staged_or_temp_name
     assert a.staged_path(0, 5, 0) != b.staged_path(0, 5, 0)
     assert isinstance(a.storage, LocalStorage) and isinstance(b.storage, LocalStorage)
     assert a.storage.tag != b.storage.tag  # the temp name of a record being written
+
+
+class VanishingOnce(LocalStorage):
+    """The newest record disappears once between the listing and the read (a zombie deleting the record it
+    created in a pruned gap, seen by a reader that listed at that moment)."""
+
+    def __init__(self, root: Path, vanishing: str) -> None:
+        super().__init__(root)
+        self.vanishing: str | None = vanishing
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        if rel == self.vanishing:
+            self.vanishing = None
+            self.delete(rel)
+            return None
+        return super().read_bytes(rel)
+
+
+def test_latest_lists_again_when_the_newest_record_vanished_between_listing_and_read(tmp_path: Path) -> None:
+    writer = CommitLog(LocalStorage(tmp_path), "zeek-normalized", "writer-0")
+    state = PartitionState("zeek-normalized", 0)
+    committed(writer, state, 0, 9)
+    newest = committed(writer, state, 10, 19)
+    gap = f"{writer.commits_dir(0)}/{newest.seq + 1:012d}.json"
+    LocalStorage(tmp_path).put_bytes(gap, newest.to_json(), exclusive=True)  # a record that will vanish
+    reader = CommitLog(VanishingOnce(tmp_path, gap), "zeek-normalized", "writer-1")
+    latest = reader.latest(0)
+    assert latest is not None and latest.seq == newest.seq  # not None: the log is not empty

@@ -14,8 +14,8 @@ file is protected, and if it is not, no roll-forward will ever read it again.
 
 from __future__ import annotations
 
-from zeek_pipeline.writer.commitlog import COMMITS_DIR, CommitRecord, CorruptCommitLog
-from zeek_pipeline.writer.storage import Storage, StorageError
+from zeek_pipeline.writer.commitlog import COMMITS_DIR, CommitLog
+from zeek_pipeline.writer.storage import Storage
 
 
 def pending_finals(storage: Storage) -> set[str]:
@@ -23,24 +23,10 @@ def pending_finals(storage: Storage) -> set[str]:
     folders = {entry.rel.rpartition("/")[0] for entry in storage.walk(COMMITS_DIR)}
     finals: set[str] = set()
     for folder in sorted(folders):
-        record = _latest_record(storage, folder)
+        topic, _, partition = folder.removeprefix(f"{COMMITS_DIR}/").rpartition("/p")
+        if not topic or not partition.isdigit():
+            continue  # not a partition's log (`<topic>/p<n>`)
+        record = CommitLog(storage, topic).latest(int(partition))
         if record is not None:
             finals.update(f.final for f in record.files)
     return finals
-
-
-def _latest_record(storage: Storage, folder: str) -> CommitRecord | None:
-    for _attempt in range(20):
-        seqs = sorted(int(name[:-5]) for name in storage.list_names(folder)
-                      if name.endswith(".json") and name[:-5].isdigit())
-        if not seqs:
-            return None
-        rel = f"{folder}/{seqs[-1]:012d}.json"
-        data = storage.read_bytes(rel)
-        if data is None:
-            continue  # deleted between the listing and the read (a zombie's gap record): list again
-        try:
-            return CommitRecord.from_json(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptCommitLog(f"{rel}: {exc}") from exc
-    raise StorageError(f"{folder}: the commit log kept changing while it was read")

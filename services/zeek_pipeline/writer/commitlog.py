@@ -223,8 +223,16 @@ class CommitLog:
             raise CorruptCommitLog(f"{self.commits_dir(partition)}/{_record_name(seq)}: {exc}") from exc
 
     def latest(self, partition: int) -> CommitRecord | None:
-        seqs = self._seqs(partition)
-        return self.read(partition, seqs[-1]) if seqs else None
+        """The newest record, or None when the log is empty. A record deleted between the listing and the
+        read (a zombie's record in a pruned gap) is not the end of the log: list again."""
+        for _attempt in range(20):
+            seqs = self._seqs(partition)
+            if not seqs:
+                return None
+            record = self.read(partition, seqs[-1])
+            if record is not None:
+                return record
+        raise StorageError(f"{self.commits_dir(partition)}: the commit log kept changing while it was read")
 
     def recover(self, partition: int) -> PartitionState:
         """Take the partition over: roll the latest record's files forward, write a takeover record (fencing
