@@ -113,9 +113,34 @@ class KafkaOutput(_Section):
     compression: Compression = "lz4"
 
 
+class IcebergCatalog(_Section):
+    """Where the Iceberg tables are listed (zeek_pipeline.iceberg.catalog; docs/iceberg.md).
+
+    `sql` with no `uri` is an SQLite file at `output/iceberg/catalog.db`; a `postgresql+psycopg2://` uri makes a
+    shared catalog, its password from `password` (an env secret) so the file holds none. `rest` needs `uri`, and
+    `credential` (OAuth2 client `id:secret`) or `token` when the server asks for one."""
+
+    type: Literal["sql", "rest"] = "sql"
+    uri: str | None = None
+    password: SecretStr | None = None  # sql: the database password, put into the uri
+    credential: SecretStr | None = None  # rest
+    token: SecretStr | None = None  # rest
+    warehouse: str = "./output/iceberg/warehouse"  # a directory or s3://bucket/prefix
+    s3: S3Settings = S3Settings()
+
+
+class IcebergOutput(_Section):
+    """Iceberg tables beside (or instead of) the Hive-layout Parquet: one table per log type in `namespace`."""
+
+    enabled: bool = False
+    namespace: str = Field("zeek", pattern=r"^[A-Za-z0-9_]+$")
+    catalog: IcebergCatalog = IcebergCatalog()
+
+
 class OutputSettings(_Section):
     parquet: ParquetOutput = ParquetOutput()
     kafka: KafkaOutput = KafkaOutput()
+    iceberg: IcebergOutput = IcebergOutput()
 
 
 class LogSettings(_Section):
