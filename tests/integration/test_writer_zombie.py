@@ -215,7 +215,6 @@ def run_zombie(lake: Lake, at: Point, own_pid_namespace: bool = False) -> None:
         zombie = start("writer-a", ZOMBIE)
         zombie.wait_assigned(lake.partitions)
         partition, frozen = freeze(zombie, lake, at(lake))
-        feeder.enough()
         target = frozen.latest.get(partition, (0, set()))[0] + 1  # the seq its next commit will use
 
         successor = start("writer-b", BUSY)  # the group hands every partition over once the zombie's session expires
@@ -233,6 +232,7 @@ def run_zombie(lake: Lake, at: Point, own_pid_namespace: bool = False) -> None:
             if f"{target:012d}.json" not in names and names and int(names[-1][:12]) > target + 3:
                 break  # the seq the zombie will commit next existed and was pruned again
             time.sleep(0.05)
+        feeder.enough()  # only now: the successor needs records to commit until it has pruned past the point
         if own_pid_namespace:
             status = Path(f"/proc/{writer_pid(successor)}/status").read_text().splitlines()
             nspid = next(line for line in status if line.startswith("NSpid:")).split()[1:]
