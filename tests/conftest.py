@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real Kafka broker for the whole run (or the one named by KAFKA_BOOTSTRAP)."""
+"""Session-wide fixtures: one real Kafka broker for the whole run (or the one named by KAFKA_BOOTSTRAP), and the
+real Iceberg catalog servers (PostgreSQL, the Iceberg REST catalog), started on first use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.infra import catalog_fixtures
 from tests.infra.kafka import KafkaBroker
+
+postgres_server = catalog_fixtures.postgres_server
+postgres_catalog_uri = catalog_fixtures.postgres_catalog_uri
+iceberg_rest_catalog = catalog_fixtures.iceberg_rest_catalog
 
 
 @pytest.fixture(scope="session")
