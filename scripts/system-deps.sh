@@ -3,7 +3,9 @@
 # tests, and for the single-node cluster (tests/infra/cluster, `make cluster`): containerd, runc, the CNI
 # plugins, buildah and mmdebstrap (images without Docker or a registry), podman (its Docker-compatible API
 # over buildah's images, which skaffold asks), iptables/conntrack (kube-proxy),
-# and gcc's static libc for the pause binary. Idempotent; skips apt when everything is present.
+# and gcc's static libc for the pause binary; the PostgreSQL server for the Iceberg SQL catalog tests
+# (tests/infra/postgres.py runs its own cluster, never the package's service). Idempotent; skips apt when everything
+# is present.
 set -euo pipefail
 needed=()
 want() {  # want COMMAND-OR-PATH PACKAGE
@@ -20,6 +22,7 @@ want mmdebstrap mmdebstrap
 want iptables iptables
 want conntrack conntrack
 want /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || needed+=(postgresql)
 if [ ${#needed[@]} -eq 0 ]; then
   exit 0
 fi
