@@ -13,9 +13,8 @@ PYTEST_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CACHE)/uv-cache
-export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help venv system-deps infra kafka k8s s3 tools images cluster cluster-down test test-unit test-cluster demo bench lint typecheck clean
+.PHONY: help venv lock system-deps infra kafka k8s s3 tools images cluster cluster-down test test-unit test-cluster demo bench lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -24,11 +23,23 @@ $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+# The pinned dependencies are requirements/*.txt (versions and hashes, no index URL: uv's default index or the
+# environment's chooses where they come from). `make lock` re-resolves them after a change of pyproject.toml,
+# keeping every pin it can.
+LOCK := $(UV) pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-emit-index-url \
+	--no-header -q
+
+$(VENV)/.synced: $(UV) pyproject.toml requirements/all.txt
+	$(UV) venv --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip sync --python $(PY) requirements/all.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.synced  ## create .venv with the locked dependencies (editable install, test + dev extras)
+venv: $(VENV)/.synced  ## create .venv with the pinned dependencies (editable install, test + dev extras)
+
+lock: $(UV)  ## re-resolve requirements/all.txt (every extra) and requirements/runtime.txt (the image) from pyproject.toml
+	$(LOCK) --all-extras -o requirements/all.txt
+	$(LOCK) -c requirements/all.txt -o requirements/runtime.txt
 
 system-deps:  ## Debian packages the tests need (chromium, containerd, runc, CNI, buildah, mmdebstrap); root, idempotent
 	bash scripts/system-deps.sh

@@ -131,7 +131,7 @@ build_static() {  # build_static NAME BINARY TAG
 # new tag, so the pods roll; the same sources give the same tag, and the build is skipped.
 project_ref() {
   local digest
-  digest="$(cd "$ROOT" && git ls-files -co --exclude-standard -- docker/Dockerfile pyproject.toml uv.lock README.md \
+  digest="$(cd "$ROOT" && git ls-files -co --exclude-standard -- docker/Dockerfile pyproject.toml requirements/runtime.txt README.md \
               services operator config | LC_ALL=C sort | xargs sha256sum 2>/dev/null | sha256sum | cut -c1-12)"
   echo "$PROJECT_REPO:$digest"
 }

