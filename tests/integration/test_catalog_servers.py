@@ -93,11 +93,13 @@ def test_postgres_sql_catalog_keeps_tables_in_postgres(postgres_catalog_uri: str
     engine = sqlalchemy.create_engine(postgres_catalog_uri)
     try:
         with engine.connect() as connection:
+            server = connection.execute(sqlalchemy.text("SELECT version()")).scalar_one()
             rows = connection.execute(
                 sqlalchemy.text("SELECT table_name, metadata_location FROM iceberg_tables WHERE catalog_name = 'pg'")
             ).all()
     finally:
         engine.dispose()
+    assert server.startswith("PostgreSQL "), server
     assert rows == [("conn", table.metadata_location)]
 
 
