@@ -125,7 +125,8 @@ class IcebergCatalog(_Section):
     password: SecretStr | None = None  # sql: the database password, put into the uri
     credential: SecretStr | None = None  # rest
     token: SecretStr | None = None  # rest
-    warehouse: str = "./output/iceberg/warehouse"  # a directory or s3://bucket/prefix
+    # a directory or s3://bucket/prefix; unset: ./output/iceberg/warehouse for sql, the server's choice for rest
+    warehouse: str | None = None
     s3: S3Settings = S3Settings()
 
 
