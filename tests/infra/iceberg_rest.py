@@ -79,8 +79,7 @@ def ensure_jars(version: str = ICEBERG_REST_VERSION) -> tuple[Path, Path]:
                 f"mvn could not fetch Iceberg {version}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
             )
         (staging / ".complete").write_text(version)
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
+        _publish(staging, libs)
     launcher = _launcher_dir(version)
     if not (launcher / ".complete").exists():
         javac = shutil.which("javac")
@@ -97,9 +96,22 @@ def ensure_jars(version: str = ICEBERG_REST_VERSION) -> tuple[Path, Path]:
         if result.returncode != 0:
             raise RestCatalogError(f"javac failed on {LAUNCHER_SOURCE}:\n{result.stdout}\n{result.stderr}")
         (staging / ".complete").write_text(version)
-        shutil.rmtree(launcher, ignore_errors=True)
-        staging.rename(launcher)
+        _publish(staging, launcher)
     return libs, launcher
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move a finished fetch into place; a second session that finished first has already put the same there."""
+    if (target / ".complete").exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / ".complete").exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def catalog_environment(properties: Mapping[str, str]) -> dict[str, str]:
@@ -189,7 +201,8 @@ class IcebergRestCatalog:
         java = shutil.which("java") or "java"
         command = [
             java, f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-            "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            f"-Djava.io.tmpdir={self.workdir}",  # sqlite-jdbc's native library, Hadoop's scratch files
             "-cp", f"{launcher}:{libs}/*", LAUNCHER_CLASS, str(self.port),
         ]
         with self.log_path.open("ab") as log:

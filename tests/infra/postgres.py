@@ -54,7 +54,10 @@ class PostgresServer:
     def __init__(self, bin_dir: Path | None = None, run_as: str = "postgres") -> None:
         self.bin_dir = bin_dir or postgres_bin_dir()
         # Root may not run postgres; anyone else runs it as themselves.
-        self.account = pwd.getpwnam(run_as) if os.geteuid() == 0 else None
+        try:
+            self.account = pwd.getpwnam(run_as) if os.geteuid() == 0 else None
+        except KeyError:
+            raise PostgresError(f"as root, postgres runs as {run_as!r}: no such account") from None
         self.password = secrets.token_urlsafe(16)
         self.port = 0
         self.workdir: Path | None = None
