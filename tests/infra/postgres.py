@@ -142,7 +142,7 @@ class PostgresServer:
                     "-c", f"unix_socket_directories={self.workdir}",
                     # A throwaway cluster: durability off, so tests don't wait on the shared disk.
                     "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                    "-c", "max_connections=50", "-c", "shared_buffers=32MB",
+                    "-c", "max_connections=100", "-c", "shared_buffers=32MB",
                 ],
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
