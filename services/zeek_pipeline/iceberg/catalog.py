@@ -25,6 +25,7 @@ from zeek_pipeline.writer.s3_conditional import endpoint_of
 
 CATALOG_NAME = "zeek"
 DEFAULT_SQLITE = Path("output/iceberg/catalog.db")
+DEFAULT_WAREHOUSE = Path("output/iceberg/warehouse")
 LOG_TYPE_PROPERTY = "zeek.log_type"
 # commit.py retries a conflicting commit itself, re-reading the offsets the table holds first. pyiceberg's own
 # retry would re-apply the same data files (and the offsets map of the failed attempt) on the newer snapshot:
@@ -68,12 +69,15 @@ def _s3_properties(settings: IcebergCatalog, environ: Mapping[str, str] | None) 
 def catalog_properties(settings: IcebergCatalog, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """pyiceberg's catalog properties for `output.iceberg.catalog` (local directories are created here)."""
     warehouse = settings.warehouse
+    if warehouse is None and settings.type == "sql":
+        warehouse = str(DEFAULT_WAREHOUSE)
     properties: dict[str, str] = {}
-    if warehouse.startswith("s3://"):
-        properties.update(_s3_properties(settings, environ))
-    else:
+    if warehouse is not None and not warehouse.startswith("s3://"):
         warehouse = _local_uri(warehouse)
-    properties["warehouse"] = warehouse
+    if warehouse is None or warehouse.startswith("s3://") or settings.s3.endpoint is not None:
+        properties.update(_s3_properties(settings, environ))  # a rest server's warehouse may be on S3 too
+    if warehouse is not None:
+        properties["warehouse"] = warehouse
     if settings.type == "sql":
         properties["uri"] = _sql_uri(settings)
         return properties
