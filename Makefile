@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CACHE)/uv-cache
 
-.PHONY: help venv lock system-deps infra kafka k8s s3 tools images cluster cluster-down test test-unit test-cluster demo bench lint typecheck clean
+.PHONY: help venv lock system-deps infra kafka catalogs k8s s3 tools images cluster cluster-down test test-unit test-cluster demo bench lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,6 +47,9 @@ system-deps:  ## Debian packages the tests need (chromium, containerd, runc, CNI
 kafka: venv  ## fetch the Kafka broker jars from Maven Central into the cache
 	$(PY) -m tests.infra.kafka fetch
 
+catalogs: venv  ## fetch and compile Apache Iceberg's REST catalog test server (Maven Central) into the cache
+	$(PY) -m tests.infra.iceberg_rest fetch
+
 k8s:  ## build etcd, the control plane, kubelet, kube-proxy, kubectl, helm from the Go module proxy (cached)
 	bash scripts/k8s-binaries.sh
 
@@ -68,11 +71,11 @@ cluster-down:  ## stop the cluster of `make cluster` and restore the machine
 s3:  ## build the S3-compatible test server (SeaweedFS) from the Go module proxy (cached)
 	bash scripts/s3-server.sh
 
-infra: system-deps kafka k8s s3 tools  ## everything the tests need (cached under ~/.cache/zeek-pipeline)
+infra: system-deps kafka catalogs k8s s3 tools  ## everything the tests need (cached under ~/.cache/zeek-pipeline)
 
 # The Kubernetes binaries, Go tools and images build in the background (scripts/prebuild.sh) while the unit
 # and integration tests run; the e2e and cluster tiers come last (pyproject's testpaths) and wait for them.
-test: venv system-deps kafka s3  ## every test: unit, integration, browser, e2e, cluster tier (own Kafka, S3, Kubernetes)
+test: venv system-deps kafka catalogs s3  ## every test: unit, integration, browser, e2e, cluster tier (own Kafka, S3, Kubernetes)
 	@mkdir -p $(CACHE); bash scripts/prebuild.sh > $(CACHE)/prebuild.log 2>&1 & prebuild=$$!; \
 	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  wait $$prebuild || echo "prebuild: see $(CACHE)/prebuild.log"; exit $$status
