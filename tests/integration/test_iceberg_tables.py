@@ -204,6 +204,22 @@ def test_a_retried_commit_whose_offsets_are_covered_appends_nothing(tmp_path: Pa
     assert set(lineage(table).values()) == {1} and sum(lineage(table).values()) == rows.num_rows
 
 
+def test_offsets_rise_without_rows_when_a_batch_only_went_to_the_dead_letter_topic(
+        tmp_path: Path, transformer: Transformer, zeek_schema: ZeekSchema) -> None:
+    table = open_table(tmp_path, "dns", transformer, zeek_schema)
+    rows = conform(typed("dns", transformer, zeek_schema), table.schema()).table
+    nothing = commit_exactly_once(table, TOPIC, rows.slice(0, 0), {0: 40, 1: 40})
+    assert nothing.appended == 0 and nothing.snapshot_id is not None
+    assert committed_offsets(table, TOPIC) == {0: 40, 1: 40}
+    assert table.scan().to_arrow().num_rows == 0
+
+    result = commit_exactly_once(table, TOPIC, rows)
+    below = [(p, o) for p, o in zip(rows.column(PARTITION_COLUMN).to_pylist(), rows.column(OFFSET_COLUMN).to_pylist(),
+                                    strict=True) if p in (0, 1) and o < 40]
+    assert result.skipped == len(below) and result.appended == rows.num_rows - len(below)
+    assert not set(below) & set(lineage(table))
+
+
 def test_a_stale_committer_retries_after_the_conflict_and_appends_only_what_is_not_covered(
         tmp_path: Path, transformer: Transformer, zeek_schema: ZeekSchema) -> None:
     rows = conform(typed("smtp", transformer, zeek_schema), open_table(tmp_path, "smtp", transformer,

@@ -124,8 +124,10 @@ def commit_exactly_once(table: Table, topic: str, rows: pa.Table, next_offsets: 
     """Append `rows` (conformed to the table: schema.conform) from Kafka `topic`, at most once each.
 
     `next_offsets` (partition -> next offset) says what the batch covers; by default each partition's highest
-    `_kafka_offset` + 1. The table object is refreshed on a conflict and is current after the call. Only
-    after this returns may the writer commit Kafka offsets for these records.
+    `_kafka_offset` + 1. A batch with no rows left to add still raises the offsets it claims (a snapshot
+    without data files), so records that all went to the dead-letter topic are not replayed. The table object
+    is refreshed on a conflict and is current after the call; use one per thread. Only after this returns may
+    the writer commit Kafka offsets for these records.
     """
     _check_no_pyiceberg_retry(table)
     wanted = _batch_next_offsets(rows, next_offsets)
@@ -136,8 +138,9 @@ def commit_exactly_once(table: Table, topic: str, rows: pa.Table, next_offsets: 
         merged = dict(committed)
         for partition, offset in wanted.items():
             merged[partition] = max(offset, committed.get(partition, 0))
-        if todo.num_rows == 0:
+        if todo.num_rows == 0 and merged == committed:
             return CommitResult(0, rows.num_rows, None, committed, attempt)
+        # rows, or none but offsets to raise (records that all went to the DLQ): a snapshot without files then
         try:
             table.append(todo, snapshot_properties={key: _encode(merged)})
         except RETRIED as exc:
