@@ -3,7 +3,8 @@
 Run it by hand or from a CronJob, next to running writers and even next to another compaction: each hour
 is claimed through its journal (compaction/journal.py), and a run that dies is finished or cleaned up by
 the next one. Settings come from the `compaction` section of config.json; the flags override them. Prints
-one JSON line: hours compacted, files before/after, rows, bytes, errors. Exit 0 when every hour went
+one JSON line: hours compacted, files before/after, rows, bytes, errors. With `--iceberg` it maintains the
+Iceberg tables of `output.iceberg` instead (iceberg/maintenance.py). Exit 0 when every hour went
 through (or was skipped because another run holds it), 1 when some hour failed (it is retried next time),
 2 for a config error.
 """
@@ -15,8 +16,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, metavar="DIR|s3://bucket/prefix",
-                        help="base of the data lake (output.parquet.base_path)")
+    parser.add_argument("--output", default=None, metavar="DIR|s3://bucket/prefix",
+                        help="base of the data lake (output.parquet.base_path); required without --iceberg")
+    parser.add_argument("--iceberg", action="store_true",
+                        help="maintain the Iceberg tables of output.iceberg instead: rewrite closed hours, expire "
+                             "snapshots, remove orphan files (docs/iceberg.md, Maintenance)")
     parser.add_argument("--config", default=None, metavar="PATH",
                         help="config.json or its directory (default: $ZEEK_PIPELINE_CONFIG or config/)")
     parser.add_argument("--grace-seconds", type=float, default=None, metavar="N",
@@ -32,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.iceberg:
+        from zeek_pipeline.iceberg.maintenance_command import run_iceberg
+
+        return run_iceberg(args)
+    if args.output is None:
+        sys.stderr.write("zeek-pipeline compact: --output is required (or --iceberg)\n")
+        return 2
     import time
 
     import orjson
