@@ -5,7 +5,7 @@ The `duckdb-extension-<name>` packages ship the signed `<name>.duckdb_extension`
 nothing is copied into ~/.duckdb). DuckDB's auto-install and auto-load of known extensions are off on the
 connection: a package missing, or built for another DuckDB release, is an error here instead of a silent
 download at run time. iceberg needs avro (its manifests are Avro files), which it does not load by itself
-with auto-load off; httpfs adds S3.
+with auto-load off; httpfs is the HTTP client for S3 and for a REST catalog.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 ICEBERG_EXTENSIONS = ("avro", "iceberg")
-S3_EXTENSIONS = ("httpfs",)
+HTTP_EXTENSIONS = ("httpfs",)
 OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
@@ -52,10 +52,11 @@ def load_extensions(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> N
         con.execute(f"LOAD '{extension_path(name)}'")
 
 
-def connect(*, s3: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with avro and iceberg loaded (and httpfs when `s3`), auto-install/-load off."""
+def connect(*, httpfs: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with avro and iceberg loaded (and httpfs, for S3 or a REST catalog, when
+    `httpfs`), auto-install and auto-load off."""
     con = duckdb.connect(config=dict(OFFLINE))
-    load_extensions(con, ICEBERG_EXTENSIONS + (S3_EXTENSIONS if s3 else ()))
+    load_extensions(con, ICEBERG_EXTENSIONS + (HTTP_EXTENSIONS if httpfs else ()))
     return con
 
 
@@ -71,3 +72,9 @@ def create_s3_secret(con: duckdb.DuckDBPyConnection, *, endpoint: str, region: s
         "CREATE OR REPLACE SECRET zeek_s3 (TYPE s3, PROVIDER config, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, "
         "URL_STYLE 'path', USE_SSL ?)",
         [access_key, secret_key, region, host, scheme == "https"])
+
+
+def attach_rest_catalog(con: duckdb.DuckDBPyConnection, alias: str, uri: str) -> None:
+    """Attach an Iceberg REST catalog without authorization (the test server's); its tables are
+    `<alias>.<namespace>.<log type>`."""
+    con.execute(f"ATTACH '' AS {alias} (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none')")

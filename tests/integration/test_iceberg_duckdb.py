@@ -2,9 +2,10 @@
 
 Tables are written with the iceberg library's public functions (open_catalog, ensure_table, conform,
 commit_exactly_once) from the real sample records, typed like the writer types them, into an SQLite catalog
-(warehouse in tmp_path, or on the loopback S3 server). DuckDB opens them by metadata location with
-`iceberg_scan`, with auto-install and auto-load of extensions off (tests/infra/duckdb_iceberg.py), and must
-agree with pyiceberg's scan on rows, column names, types and values.
+(warehouse in tmp_path, or on the loopback S3 server) or Apache Iceberg's REST catalog server. DuckDB opens
+them by metadata location with `iceberg_scan`, or attaches the REST catalog, with auto-install and auto-load
+of extensions off (tests/infra/duckdb_iceberg.py), and must agree with pyiceberg's scan on rows, column
+names, types and values.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pyiceberg.types import (
 )
 
 from tests.infra import duckdb_iceberg, s3_fixtures
+from tests.infra.iceberg_rest import IcebergRestCatalog
 from tests.infra.s3 import S3Server
 from tests.infra.zeek_data import PROJECT_ROOT, SAMPLE_ZEEK, read_lines
 from zeek_pipeline.core.arrow import convert_documents
@@ -125,7 +127,7 @@ def assert_duckdb_matches_pyiceberg(con: duckdb.DuckDBPyConnection, table: Table
 
 def test_the_extensions_load_from_their_packages_with_auto_install_and_auto_load_off(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    con = duckdb_iceberg.connect(s3=True)
+    con = duckdb_iceberg.connect(httpfs=True)
     assert {"avro", "iceberg", "httpfs"} <= duckdb_iceberg.loaded_extensions(con)
     settings = dict(con.execute("SELECT name, value FROM duckdb_settings() WHERE name LIKE 'auto%known_extensions'")
                     .fetchall())
@@ -211,7 +213,27 @@ def test_duckdb_reads_a_table_whose_warehouse_is_on_the_s3_server(s3_server: S3S
         without_httpfs = duckdb_iceberg.connect()
         with pytest.raises(duckdb.Error, match="httpfs"):
             without_httpfs.execute("SELECT count(*) FROM iceberg_scan(?)", [table.metadata_location])
-        con = duckdb_iceberg.connect(s3=True)
+        con = duckdb_iceberg.connect(httpfs=True)
         duckdb_iceberg.create_s3_secret(con, endpoint=s3_server.endpoint, region=s3_server.region,
                                         access_key=s3_server.access_key, secret_key=s3_server.secret_key)
         assert_duckdb_matches_pyiceberg(con, table, log_type)
+
+
+def test_duckdb_attaches_the_rest_catalog_and_reads_its_tables_and_their_history(
+        iceberg_rest_catalog: IcebergRestCatalog, transformer: Transformer, zeek_schema: ZeekSchema) -> None:
+    settings = IcebergOutput(enabled=True, namespace="zeek_duckdb",
+                             catalog=IcebergCatalog(type="rest", uri=iceberg_rest_catalog.uri))
+    table, rows = written(settings, "smtp", transformer, zeek_schema)
+    early = rows.filter(pa.compute.less(rows.column(OFFSET_COLUMN), 20))
+    first = commit_exactly_once(table, TOPIC, early)
+    commit_exactly_once(table, TOPIC, rows)
+
+    without_httpfs = duckdb_iceberg.connect()  # the REST client is httpfs's
+    with pytest.raises(duckdb.Error, match="httpfs"):
+        duckdb_iceberg.attach_rest_catalog(without_httpfs, "lake", iceberg_rest_catalog.uri)
+    con = duckdb_iceberg.connect(httpfs=True)
+    duckdb_iceberg.attach_rest_catalog(con, "lake", iceberg_rest_catalog.uri)
+    assert con.execute("SELECT count(*) FROM lake.zeek_duckdb.smtp").fetchone() == (rows.num_rows,)
+    assert con.execute(f"SELECT count(*) FROM lake.zeek_duckdb.smtp AT (VERSION => {first.snapshot_id})"
+                       ).fetchone() == (early.num_rows,)
+    assert_duckdb_matches_pyiceberg(con, table, "smtp over REST")  # the same table by its metadata location
