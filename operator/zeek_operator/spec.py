@@ -318,8 +318,8 @@ class WriterSpec(SpecModel):
     ))
 
     replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
-    # RSS <= flush.maxMemoryMB + 320 MB; limit 1.25 x that for the default 128 (docs/writer-durability.md)
-    resources: Resources = _resources("250m", "448Mi", "1", "560Mi")
+    # RSS <= flush.maxMemoryMB + 256 MB: request that, limit 1.25 x, at the default 128 (docs/writer-durability.md)
+    resources: Resources = _resources("250m", "384Mi", "1", "480Mi")
     autoscaling: Autoscaling = Field(default=Autoscaling(), description="Lag-based autoscaling.")
     storage: StorageSpec = Field(default=StorageSpec(), description="Where Parquet files go.")
     flush: FlushSpec = Field(default=FlushSpec(), description="File flush conditions.")
