@@ -19,10 +19,14 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
+from tests.infra import s3_fixtures
+from tests.infra.s3 import S3Server
 from tests.infra.service_process import CONFIG, ZEEK, clean_env
 from tests.integration.test_iceberg_tables import (
     NAMESPACE,
@@ -44,9 +48,11 @@ from zeek_pipeline.iceberg.failpoints import ENVIRONMENT
 from zeek_pipeline.iceberg.maintenance import MaintenanceOptions, compact_table, maintain_table
 from zeek_pipeline.iceberg.rewrite import compact_hour, hours_of
 from zeek_pipeline.iceberg.schema import EVENT_TIME, conform
-from zeek_pipeline.settings import IcebergCatalog, IcebergOutput
+from zeek_pipeline.settings import IcebergCatalog, IcebergOutput, S3Settings
 
 pytestmark = pytest.mark.integration
+
+s3_server = s3_fixtures.s3_server
 
 LOG_TYPE = "dns"
 SLICES = 8
@@ -192,13 +198,13 @@ def test_a_late_append_between_the_rewrites_read_and_its_commit_loses_and_duplic
                           before_commit=late_append)
 
     assert appended and appended[0].appended == late.num_rows
-    assert result is not None and result.conflicts == 1  # the first rewrite was refused, the re-plan went in
     table.refresh()
-    assert files_per_hour(table)[hour] == 1
     expected = Counter(zip(records.column("_kafka_partition").to_pylist(),
                            records.column(OFFSET_COLUMN).to_pylist(), strict=True))
     assert_exactly(table, expected, table.scan().to_arrow().schema)
     assert committed_offsets(table, TOPIC) == next_offsets(records)  # the late commit's map, not the stale one
+    assert result is not None and result.conflicts == 1  # the first rewrite was refused, the re-plan went in
+    assert files_per_hour(table)[hour] == 1
     leftovers = set((tmp_path / "warehouse").rglob("*.parquet")) - set(data_files(table))
     snapshot_files = {Path(task.file.file_path.removeprefix("file://")) for snapshot in table.snapshots()
                       for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()}
@@ -273,6 +279,38 @@ def test_compaction_expiry_and_orphans_on_a_postgres_catalog(
     assert_exactly(table, expected, schema)
     assert committed_offsets(table, TOPIC) == next_offsets(records)
     assert table.metadata.snapshot_by_id(before.snapshot_id) is None
+
+
+def test_maintenance_on_an_s3_warehouse_removes_old_orphans_through_the_file_io(
+        s3_server: S3Server, tmp_path: Path, records: pa.Table, transformer: Transformer,
+        zeek_schema: ZeekSchema) -> None:
+    bucket = s3_server.create_bucket("iceberg-maintenance")
+    s3 = S3Settings(endpoint=s3_server.endpoint, region=s3_server.region, scheme="http",
+                    access_key=SecretStr(s3_server.access_key), secret_key=SecretStr(s3_server.secret_key))
+    settings = IcebergOutput(enabled=True, catalog=IcebergCatalog(uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+                                                                  warehouse=f"s3://{bucket}/lake", s3=s3))
+    table = open_dns(settings, transformer, zeek_schema)
+    commit_slices(table, records)
+    expected = lineage(table)
+    filesystem = s3_server.filesystem()
+    stray = f"{bucket}/lake/zeek/dns/data/stray.parquet"
+    with filesystem.open_output_stream(stray) as stream:
+        stream.write(b"not referenced by any snapshot")
+    cleanup = CleanupOptions(max_snapshot_age_seconds=0, keep_last=1)  # orphans: the default 3 days
+
+    today = maintain_table(table, MaintenanceOptions(grace_seconds=0, min_quiet_seconds=0, cleanup=cleanup))
+    in_four_days = maintain_table(table, MaintenanceOptions(grace_seconds=0, min_quiet_seconds=0, cleanup=cleanup),
+                                  now=lambda: time.time() + 4 * DAY)
+
+    assert len(today.hours) == 2 and today.snapshots_expired >= SLICES and today.orphans_removed == 0
+    assert in_four_days.orphans_removed >= 2 * SLICES + 1  # the small files of expired snapshots and the stray
+    assert filesystem.get_file_info(stray).type.name == "NotFound"
+    files = [task.file.file_path for task in table.scan().plan_files()]
+    assert len(files) == 2
+    read = pa.concat_tables([pq.read_table(path.removeprefix("s3://"), filesystem=filesystem) for path in files])
+    assert read.num_rows == records.num_rows and read.schema.field(OFFSET_COLUMN).type == pa.int64()
+    assert lineage(table) == expected and set(lineage(table).values()) == {1}
+    assert committed_offsets(table, TOPIC) == next_offsets(records)
 
 
 def config_env(tmp_path: Path, **extra: str) -> dict[str, str]:
