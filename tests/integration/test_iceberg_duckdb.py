@@ -10,6 +10,9 @@ names, types and values.
 
 from __future__ import annotations
 
+import re
+import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -49,10 +52,35 @@ PARTITIONS = 3
 INGEST_MS = 1_713_484_800_123
 SAMPLE_TYPES = sorted(path.name.removesuffix(".json.gz") for path in SAMPLE_ZEEK.glob("*.json.gz"))
 LINEAGE_ORDER = [(PARTITION_COLUMN, "ascending"), (OFFSET_COLUMN, "ascending")]
+DOCS = PROJECT_ROOT / "docs" / "iceberg.md"
+DOCUMENTED_BLOCK = re.compile(r"^```duckdb\n(.*?)^```", re.MULTILINE | re.DOTALL)
+PLACEHOLDER = re.compile(r"<[a-z][a-z ]*>")
+# the SQL catalog's table of tables (pyiceberg's SqlCatalog, Iceberg's JDBC catalog layout)
+CURRENT_METADATA = ("SELECT metadata_location FROM iceberg_tables "
+                    "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?")
 DUCKDB_TYPES: dict[type[IcebergType], str] = {
     TimestamptzType: "TIMESTAMP WITH TIME ZONE", LongType: "BIGINT", IntegerType: "INTEGER",
     DoubleType: "DOUBLE", BooleanType: "BOOLEAN", StringType: "VARCHAR",
 }
+
+
+def documented(first_words: str, values: Mapping[str, str]) -> list[str]:
+    """The statements of the `duckdb` block of docs/iceberg.md that starts with `first_words`, comments
+    dropped and placeholders replaced by `values`."""
+    blocks = [block for block in DOCUMENTED_BLOCK.findall(DOCS.read_text()) if block.startswith(first_words)]
+    assert len(blocks) == 1, (first_words, blocks)
+    text = "\n".join(line.split("--")[0] for line in blocks[0].splitlines())
+    for placeholder, value in values.items():
+        assert placeholder in text, placeholder
+        text = text.replace(placeholder, value)
+    statements = [statement.strip() for statement in text.split(";") if statement.strip()]
+    assert not [s for s in statements if PLACEHOLDER.search(s)], statements
+    return statements
+
+
+def run_documented(con: duckdb.DuckDBPyConnection, first_words: str,
+                   values: Mapping[str, str]) -> list[list[tuple[object, ...]]]:
+    return [con.execute(statement).fetchall() for statement in documented(first_words, values)]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +170,11 @@ def test_the_extensions_load_from_their_packages_with_auto_install_and_auto_load
     with pytest.raises(duckdb.InvalidInputException, match="avro"):  # iceberg needs avro loaded first
         duckdb_iceberg.load_extensions(bare, ("iceberg",))
 
+    documented_con = duckdb.connect()  # the statements docs/iceberg.md gives, on a default connection
+    run_documented(documented_con, "SET autoinstall", {"<pkg>": str(duckdb_iceberg.extension_path("avro").parents[3])})
+    assert {"avro", "iceberg", "httpfs"} <= duckdb_iceberg.loaded_extensions(documented_con)
+    assert documented_con.execute("SELECT current_setting('autoload_known_extensions')").fetchone() == (False,)
+
     monkeypatch.setattr(duckdb_iceberg, "duckdb_release", lambda: "v0.0.1")
     with pytest.raises(duckdb_iceberg.ExtensionPackageError, match=f"it has: v{duckdb.__version__}"):
         duckdb_iceberg.extension_path("iceberg")
@@ -184,6 +217,8 @@ def test_an_earlier_snapshot_reads_back_with_its_own_rows(tmp_path: Path, transf
     assert first.snapshot_id is not None and second.snapshot_id is not None
     assert (first.appended, second.appended) == (early.num_rows, rows.num_rows - early.num_rows)
     location = table.metadata_location
+    with sqlite3.connect(tmp_path / "catalog.db") as catalog:  # where docs/iceberg.md finds the location
+        assert catalog.execute(CURRENT_METADATA, ("zeek", "zeek", "dns")).fetchone() == (location,)
     con = duckdb_iceberg.connect()
 
     snapshots = con.execute("SELECT sequence_number, snapshot_id FROM iceberg_snapshots(?) ORDER BY 1",
@@ -195,6 +230,11 @@ def test_an_earlier_snapshot_reads_back_with_its_own_rows(tmp_path: Path, transf
         early.num_rows, 19)
     assert con.execute(count.format(""), [first_metadata]).fetchone() == (early.num_rows, 19)  # an older version
     assert table.scan(snapshot_id=first.snapshot_id).to_arrow().num_rows == early.num_rows  # pyiceberg agrees
+
+    scan, history, travel = run_documented(con, "SELECT count(*), min(event_time)", {
+        "<metadata location>": location, "<snapshot id>": str(first.snapshot_id)})
+    assert scan[0][0] == rows.num_rows and scan[0][1] == min(rows["event_time"].to_pylist())
+    assert sorted(row[:2] for row in history) == snapshots and travel == [(early.num_rows,)]
 
 
 def test_duckdb_reads_a_table_whose_warehouse_is_on_the_s3_server(s3_server: S3Server, tmp_path: Path,
@@ -218,6 +258,13 @@ def test_duckdb_reads_a_table_whose_warehouse_is_on_the_s3_server(s3_server: S3S
                                         access_key=s3_server.access_key, secret_key=s3_server.secret_key)
         assert_duckdb_matches_pyiceberg(con, table, log_type)
 
+        documented_con = duckdb_iceberg.connect(httpfs=True)  # docs/iceberg.md's secret and query
+        _, count = run_documented(documented_con, "CREATE SECRET zeek_s3", {
+            "<access key>": s3_server.access_key, "<secret key>": s3_server.secret_key,
+            "us-east-1": s3_server.region, "s3.example.internal:8333": s3_server.endpoint.split("://", 1)[1],
+            "<metadata location>": table.metadata_location})
+        assert count == [(rows.num_rows,)], log_type
+
 
 def test_duckdb_attaches_the_rest_catalog_and_reads_its_tables_and_their_history(
         iceberg_rest_catalog: IcebergRestCatalog, transformer: Transformer, zeek_schema: ZeekSchema) -> None:
@@ -237,3 +284,9 @@ def test_duckdb_attaches_the_rest_catalog_and_reads_its_tables_and_their_history
     assert con.execute(f"SELECT count(*) FROM lake.zeek_duckdb.smtp AT (VERSION => {first.snapshot_id})"
                        ).fetchone() == (early.num_rows,)
     assert_duckdb_matches_pyiceberg(con, table, "smtp over REST")  # the same table by its metadata location
+
+    documented_con = duckdb_iceberg.connect(httpfs=True)  # docs/iceberg.md's ATTACH and queries
+    _, count, travel = run_documented(documented_con, "ATTACH", {
+        "http://rest-catalog:8181": iceberg_rest_catalog.uri, "lake.zeek.dns": "lake.zeek_duckdb.smtp",
+        "<snapshot id>": str(first.snapshot_id)})
+    assert (count, travel) == ([(rows.num_rows,)], [(early.num_rows,)])
