@@ -79,6 +79,19 @@ AUTOSCALE_SCHEMA: dict[str, Any] = {
     },
 }
 
+COMPACTION_STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "schedule": {"type": "string"},
+        "suspended": {"type": "boolean"},
+        "active": {"type": "integer", "description": "Jobs running now."},
+        "lastScheduleTime": {"type": "string", "format": "date-time", "description": "When the last Job was started."},
+        "lastSuccessfulTime": {"type": "string", "format": "date-time",
+                               "description": "When the last Job succeeded."},
+    },
+}
+
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Written by the operator: conditions, replicas per component, lag per consumer group.",
@@ -99,17 +112,9 @@ STATUS_SCHEMA: dict[str, Any] = {
         "autoscaling": {"type": "object", "additionalProperties": AUTOSCALE_SCHEMA,
                         "description": "Last autoscaling decision per component."},
         "topicsCreated": {"type": "array", "items": {"type": "string"}},
-        "compaction": {"type": "object", "description": "The compaction CronJob and its last runs.",
-                       "properties": {
-                           "enabled": {"type": "boolean"},
-                           "schedule": {"type": "string"},
-                           "suspended": {"type": "boolean"},
-                           "active": {"type": "integer", "description": "Jobs running now."},
-                           "lastScheduleTime": {"type": "string", "format": "date-time",
-                                                "description": "When the last Job was started."},
-                           "lastSuccessfulTime": {"type": "string", "format": "date-time",
-                                                  "description": "When the last Job succeeded."},
-                       }},
+        "compaction": {**COMPACTION_STATUS_SCHEMA, "description": "The compaction CronJob and its last runs."},
+        "icebergMaintenance": {**COMPACTION_STATUS_SCHEMA,
+                               "description": "The Iceberg maintenance CronJob and its last runs."},
         "configHash": {"type": "string", "description": "Digest of the rendered ConfigMap (pod annotation)."},
         "healthUrl": {"type": "string", "description": "In-cluster URL of the health dashboard."},
     },

@@ -37,7 +37,7 @@ from zeek_operator.autoscale import (
 )
 from zeek_operator.kube import ApiError, Kube
 from zeek_operator.pem import pem_problem
-from zeek_operator.render import COMPONENTS, Overrides, config_hash, render_files
+from zeek_operator.render import COMPACTOR, COMPONENTS, ICEBERG_MAINTENANCE, Overrides, config_hash, render_files
 from zeek_operator.spec import PipelineSpec, SpecError, TlsSpec, parse_spec
 
 log = logging.getLogger("zeek_operator.reconcile")
@@ -174,12 +174,29 @@ def read_secrets(kube: Kube, namespace: str, spec: PipelineSpec) -> tuple[dict[s
         creds = s3.credentials_secret
         checks.append((creds.name, [creds.access_key_key, creds.secret_key_key],
                        "spec.writer.storage.s3.credentialsSecret"))
+    checks += _iceberg_secrets(spec)
     problem = None
     for secret, keys, field_path in checks:
         problem = problem or _check_secret(kube, namespace, secret, keys, field_path, found)
     if problem is None and security.tls is not None:
         problem = _check_tls_pem(security.tls, found.get(security.tls.secret_ref.name, {}))
     return found, problem
+
+
+def _iceberg_secrets(spec: PipelineSpec) -> list[tuple[str, list[str], str]]:
+    """(Secret, keys, field) of the Iceberg catalog's credentials, when the Iceberg output is on."""
+    iceberg = spec.writer.iceberg
+    if not iceberg.enabled:
+        return []
+    catalog = iceberg.catalog
+    base = "spec.writer.iceberg.catalog"
+    checks = [(ref.name, [ref.key], f"{base}.{field}") for field, ref in (
+        ("passwordSecretRef", catalog.password_secret_ref), ("credentialSecretRef", catalog.credential_secret_ref),
+        ("tokenSecretRef", catalog.token_secret_ref)) if ref is not None]
+    creds = catalog.s3.credentials_secret if catalog.s3 is not None else None
+    if creds is not None:  # inherited ones are checked as spec.writer.storage.s3.credentialsSecret
+        checks.append((creds.name, [creds.access_key_key, creds.secret_key_key], f"{base}.s3.credentialsSecret"))
+    return checks
 
 
 def _check_tls_pem(tls: TlsSpec, data: Mapping[str, str]) -> tuple[str, str] | None:
@@ -341,7 +358,7 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
     replicas = resources.desired_replicas(spec, autoscaled if autoscaled is not None
                                           else autoscaled_replicas(old_status))
     deployments: dict[str, dict[str, Any] | None] = dict.fromkeys(COMPONENTS)
-    cronjob: dict[str, Any] | None = None
+    cronjobs: dict[str, dict[str, Any]] = {}  # component label -> live CronJob
     for child in resources.build_children(name, spec, files, digest, replicas):
         child["metadata"]["namespace"] = namespace
         if child["kind"] != "PersistentVolumeClaim" or not spec.writer.storage.pvc.keep_on_delete:
@@ -353,7 +370,7 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
         if child["kind"] == "Deployment":
             deployments[live["metadata"]["labels"]["app.kubernetes.io/component"]] = live
         elif child["kind"] == "CronJob":
-            cronjob = live
+            cronjobs[live["metadata"]["labels"]["app.kubernetes.io/component"]] = live
     for kind, child_name in resources.obsolete_children(name, spec):
         existing = kube.get(kind, namespace, child_name)
         if existing is None or not _owned_by(existing, body):
@@ -363,7 +380,8 @@ def _reconcile_locked(kube: Kube, body: dict[str, Any], autoscaled: Mapping[str,
             events.append(Event("Normal", "Deleted", f"{kind} {child_name} deleted (disabled in the spec)"))
     status = resources.compute_status(
         name=name, namespace=namespace, generation=generation, spec=spec, deployments=deployments,
-        old_status=old_status, desired=replicas, problem=secret_problem, config_hash=digest, cronjob=cronjob)
+        old_status=old_status, desired=replicas, problem=secret_problem, config_hash=digest,
+        cronjob=cronjobs.get(COMPACTOR), iceberg_cronjob=cronjobs.get(ICEBERG_MAINTENANCE))
     if old_status.get("configHash") and old_status.get("configHash") != digest:
         events.append(Event("Normal", "ConfigChanged", f"configuration {digest} rolled out (was "
                                                        f"{old_status.get('configHash')})"))
@@ -433,13 +451,15 @@ def refresh_status(kube: Kube, parent: Mapping[str, Any]) -> dict[str, Any]:
     except SpecError:
         spec = None
     desired = _old_desired(old_status) or (resources.desired_replicas(spec) if spec else {})
-    cronjob = None
+    cronjob = iceberg_cronjob = None
     if spec is not None and spec.compaction_enabled:
         cronjob = kube.get("CronJob", namespace, resources.cronjob_name(name))
+    if spec is not None and spec.iceberg_maintenance_enabled:
+        iceberg_cronjob = kube.get("CronJob", namespace, resources.cronjob_name(name, ICEBERG_MAINTENANCE))
     return resources.compute_status(
         name=name, namespace=namespace, generation=int(old_status.get("observedGeneration") or generation),
         spec=spec, deployments=_live_deployments(kube, namespace, name), old_status=old_status,
-        desired=desired, problem=problem, cronjob=cronjob)
+        desired=desired, problem=problem, cronjob=cronjob, iceberg_cronjob=iceberg_cronjob)
 
 
 # ------------------------------------------------------------------------------------------------ tick

@@ -31,6 +31,8 @@ TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
 GEOIP_DIR = "/var/lib/zeek-pipeline/geoip"  # the MaxMind DB files of spec.enrich.geoip, read-only
 COMPONENTS = ("normalizer-enricher", "parquet-writer", "health")
 COMPACTOR = "compactor"  # the CronJob's component label and container name (no Deployment, no port)
+ICEBERG_MAINTENANCE = "iceberg-maintenance"  # the second CronJob: `compact --iceberg`
+ICEBERG_DIR = "_iceberg"  # under the lake's base; the Hive layout skips top-level names starting with `_`
 PORTS = {"normalizer-enricher": 8081, "parquet-writer": 8082, "health": 8080}
 DEFAULTS_ENV = "ZEEK_OPERATOR_DEFAULTS_DIR"
 FILES = ("config.json", "normalization.json", "schema.json")
@@ -81,6 +83,27 @@ def parquet_base_path(spec: PipelineSpec) -> str:
     return f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}"
 
 
+def iceberg_settings(spec: PipelineSpec) -> dict[str, Any]:
+    """output.iceberg of config.json (secrets excluded: they reach the pods as env from Secrets).
+
+    SQLite (a sql catalog without uri) is a file on the writer's claim; a sql catalog's warehouse defaults to
+    `_iceberg/warehouse` under the writer's output (the claim or its S3 prefix), since the pods' root
+    filesystem is read-only."""
+    iceberg = spec.writer.iceberg
+    catalog = iceberg.catalog
+    uri = catalog.uri
+    if catalog.sqlite:
+        uri = f"sqlite:///{PARQUET_DIR}/{ICEBERG_DIR}/catalog.db"
+    warehouse = catalog.warehouse
+    if warehouse is None and catalog.type == "sql":
+        warehouse = f"{parquet_base_path(spec)}/{ICEBERG_DIR}/warehouse"
+    s3 = spec.writer.iceberg_s3
+    endpoint, scheme = _s3_endpoint(s3.endpoint)
+    return {"enabled": True, "namespace": iceberg.namespace,
+            "catalog": {"type": catalog.type, "uri": uri, "warehouse": warehouse,
+                        "s3": {"endpoint": endpoint, "region": s3.region, "scheme": scheme}}}
+
+
 def settings_data(spec: PipelineSpec) -> dict[str, Any]:
     """The config.json document (before validation) for every component of one pipeline."""
     kafka = spec.kafka
@@ -126,6 +149,8 @@ def settings_data(spec: PipelineSpec) -> dict[str, Any]:
             "parquet": parquet,
             "kafka": {"enabled": True, "topic": kafka.topics.normalized, "dlq_topic": kafka.topics.dlq,
                       **({"brokers": list(kafka.output_bootstrap_servers)} if kafka.output_bootstrap_servers else {})},
+            # absent when off, so that turning the feature on is the only change to an existing ConfigMap
+            **({"iceberg": iceberg_settings(spec)} if spec.writer.iceberg.enabled else {}),
         },
         "log": {"path": None, "level": spec.log.level, "format": spec.log.format},  # stdout only in a pod
         "write": {
@@ -159,6 +184,7 @@ _SETTINGS_TO_SPEC = {
     "kafka.librdkafka": "spec.kafka.librdkafka",
     "write": "spec.writer.flush",
     "output.parquet": "spec.writer",
+    "output.iceberg": "spec.writer.iceberg",
     "enrich.local_networks": "spec.enrich.localNetworks",
     "enrich.geoip": "spec.enrich.geoip",
     "enrich": "spec.enrich",

@@ -17,6 +17,7 @@ from zeek_operator.render import (
     CONFIG_DIR,
     CONFIG_FILE,
     GEOIP_DIR,
+    ICEBERG_MAINTENANCE,
     PARQUET_DIR,
     PORTS,
     TLS_DIR,
@@ -56,15 +57,16 @@ def deployment_name(name: str, component: str) -> str:
     return f"{name}-{component}"
 
 
-def cronjob_name(name: str) -> str:
-    """`<name>-compactor`, shortened with a digest of the name past the CronJob limit (its Jobs append 11)."""
-    full = f"{name}-compactor"
+def cronjob_name(name: str, job: str = COMPACTOR) -> str:
+    """`<name>-<job>` (compactor, iceberg-maintenance), shortened with a digest of the name past the CronJob
+    limit (its Jobs append 11)."""
+    full = f"{name}-{job}"
     if len(full) <= MAX_CRONJOB_NAME:
         return full
     import hashlib
 
     digest = hashlib.sha256(name.encode()).hexdigest()[:6]
-    return f"{name[:MAX_CRONJOB_NAME - len('-compactor') - 7].rstrip('-')}-{digest}-compactor"
+    return f"{name[:MAX_CRONJOB_NAME - len(job) - 8].rstrip('-')}-{digest}-{job}"
 
 
 def health_service_name(name: str) -> str:
@@ -189,11 +191,37 @@ def _secret_env(variable: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def _uses_kafka(component: str) -> bool:
-    return component != COMPACTOR  # the compactor only reads and writes the lake
+    return component in COMPONENTS  # the CronJobs only read and write the lake
 
 
 def _uses_lake(component: str) -> bool:
+    """Mounts the writer's claim (the Hive lake; an SQLite catalog and the default warehouse live there too)."""
+    return component in ("parquet-writer", COMPACTOR, ICEBERG_MAINTENANCE)
+
+
+def _uses_hive(component: str) -> bool:
     return component in ("parquet-writer", COMPACTOR)
+
+
+def _uses_iceberg(component: str, spec: PipelineSpec) -> bool:
+    return spec.writer.iceberg.enabled and component in ("parquet-writer", ICEBERG_MAINTENANCE)
+
+
+def _iceberg_env(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The catalog's and the warehouse's credentials, each from its Secret (config.json holds none)."""
+    catalog = spec.writer.iceberg.catalog
+    env = []
+    for key, ref in (("password", catalog.password_secret_ref), ("credential", catalog.credential_secret_ref),
+                     ("token", catalog.token_secret_ref)):
+        if ref is not None:
+            env.append(_secret_env(env_name("output", "iceberg", "catalog", key), ref.name, ref.key))
+    creds = spec.writer.iceberg_s3.credentials_secret
+    if creds is not None:
+        env.append(_secret_env(env_name("output", "iceberg", "catalog", "s3", "access_key"), creds.name,
+                               creds.access_key_key))
+        env.append(_secret_env(env_name("output", "iceberg", "catalog", "s3", "secret_key"), creds.name,
+                               creds.secret_key_key))
+    return env
 
 
 def _env(component: str, spec: PipelineSpec) -> list[dict[str, Any]]:
@@ -208,10 +236,12 @@ def _env(component: str, spec: PipelineSpec) -> list[dict[str, Any]]:
         env.append(_secret_env(env_name("kafka", "security", "sasl_password"), sasl.secret_ref.name,
                                sasl.password_key))
     s3 = spec.writer.storage.s3
-    if _uses_lake(component) and spec.writer.storage.type == "s3" and s3 and s3.credentials_secret:
+    if _uses_hive(component) and spec.writer.storage.type == "s3" and s3 and s3.credentials_secret:
         creds = s3.credentials_secret
         env.append(_secret_env(env_name("output", "parquet", "s3", "access_key"), creds.name, creds.access_key_key))
         env.append(_secret_env(env_name("output", "parquet", "s3", "secret_key"), creds.name, creds.secret_key_key))
+    if _uses_iceberg(component, spec):
+        env += _iceberg_env(spec)
     return env
 
 
@@ -369,8 +399,12 @@ def build_deployment(
     }
 
 
-def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, Any]:
+def build_cronjob(name: str, spec: PipelineSpec, config_hash: str, job: str = COMPACTOR) -> dict[str, Any]:
     """`zeek-pipeline compact` of the writer's output, on spec.compaction.schedule.
+
+    `job` ICEBERG_MAINTENANCE builds its twin `<name>-iceberg-maintenance` (`compact --iceberg`, the catalog's
+    secrets instead of the Parquet output's): a CronJob of its own, so the Hive one stays as it was and each
+    shows its own last run in `kubectl get cronjobs`.
 
     The pod gets what the writer has for the lake and nothing for Kafka: config.json (the S3 endpoint and
     region), the S3 key pair from the Secret, or the Parquet claim at the same path. One run at a time
@@ -379,20 +413,20 @@ def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, 
     next. On a single-node claim the pod must run where the writer's pod has the volume attached.
     """
     compaction = spec.compaction
-    mounts, volumes = _volumes(COMPACTOR, name, spec)  # outputs stream to the claim or S3, not via /tmp
+    mounts, volumes = _volumes(job, name, spec)  # outputs stream to the claim or S3, not via /tmp
     container = {
-        "name": COMPACTOR,
+        "name": job,
         "image": image(spec),
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["zeek-pipeline"],
-        "args": compact_args(spec),
-        "env": _env(COMPACTOR, spec),
+        "args": iceberg_maintenance_args(spec) if job == ICEBERG_MAINTENANCE else compact_args(spec),
+        "env": _env(job, spec),
         "resources": _resources(compaction.resources),
         "securityContext": _container_security(),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec = _pod_spec(COMPACTOR, name, spec, container, volumes)
+    pod_spec = _pod_spec(job, name, spec, container, volumes)
     pod_spec["restartPolicy"] = "Never"  # a failed run keeps its pod (and log); backoffLimit retries in a new one
     if _single_node_claim(name, spec):
         pod_spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
@@ -402,7 +436,7 @@ def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, 
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": cronjob_name(name), "labels": labels(name, COMPACTOR),
+        "metadata": {"name": cronjob_name(name, job), "labels": labels(name, job),
                      "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
         "spec": {
             "schedule": compaction.schedule,
@@ -412,12 +446,12 @@ def build_cronjob(name: str, spec: PipelineSpec, config_hash: str) -> dict[str, 
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
-                "metadata": {"labels": labels(name, COMPACTOR)},
+                "metadata": {"labels": labels(name, job)},
                 "spec": {
                     "backoffLimit": 2,
                     "activeDeadlineSeconds": compaction.active_deadline_seconds,
                     "template": {
-                        "metadata": {"labels": labels(name, COMPACTOR),
+                        "metadata": {"labels": labels(name, job),
                                      "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
                         "spec": pod_spec,
                     },
@@ -431,6 +465,13 @@ def compact_args(spec: PipelineSpec) -> list[str]:
     """The compactor's arguments: the writer's output, its config directory, the spec's thresholds."""
     compaction = spec.compaction
     return ["compact", "--output", parquet_base_path(spec), "--config", CONFIG_DIR,
+            "--grace-seconds", str(compaction.grace_seconds), "--target-mb", str(compaction.target_mb)]
+
+
+def iceberg_maintenance_args(spec: PipelineSpec) -> list[str]:
+    """`compact --iceberg`: the tables of config.json's output.iceberg, with the Hive compaction's thresholds."""
+    compaction = spec.compaction
+    return ["compact", "--iceberg", "--config", CONFIG_DIR,
             "--grace-seconds", str(compaction.grace_seconds), "--target-mb", str(compaction.target_mb)]
 
 
@@ -453,6 +494,8 @@ def build_children(
     children.append(build_service(name, spec, "metrics"))
     if spec.compaction_enabled:
         children.append(build_cronjob(name, spec, config_hash))
+    if spec.iceberg_maintenance_enabled:
+        children.append(build_cronjob(name, spec, config_hash, ICEBERG_MAINTENANCE))
     return children
 
 
@@ -463,6 +506,8 @@ def obsolete_children(name: str, spec: PipelineSpec) -> list[tuple[str, str]]:
         obsolete += [("Deployment", deployment_name(name, "health")), ("Service", health_service_name(name))]
     if not spec.compaction_enabled:
         obsolete.append(("CronJob", cronjob_name(name)))
+    if not spec.iceberg_maintenance_enabled:
+        obsolete.append(("CronJob", cronjob_name(name, ICEBERG_MAINTENANCE)))
     return obsolete
 
 
@@ -618,9 +663,11 @@ def compute_status(
     config_hash: str | None = None,
     now: str | None = None,
     cronjob: Mapping[str, Any] | None = None,
+    iceberg_cronjob: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status subresource patch: conditions, per-component replicas, the printer-column summaries, and
-    the compaction CronJob's last runs (`cronjob`: the live one, None when missing or disabled)."""
+    the compaction CronJobs' last runs (`cronjob`, `iceberg_cronjob`: the live ones, None when missing or
+    disabled)."""
     old_status = old_status or {}
     wanted = desired or (desired_replicas(spec) if spec is not None else {})
     desired = {c: wanted[c] for c in COMPONENTS if c in wanted}  # stable order in messages
@@ -640,15 +687,17 @@ def compute_status(
     if spec is not None:
         status["healthUrl"] = health_url(name, namespace, spec)
         status["compaction"] = compaction_status(spec, cronjob)
+        status["icebergMaintenance"] = compaction_status(spec, iceberg_cronjob, ICEBERG_MAINTENANCE)
     if config_hash is not None:
         status["configHash"] = config_hash
     return status
 
 
-def compaction_status(spec: PipelineSpec, cronjob: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def compaction_status(spec: PipelineSpec, cronjob: Mapping[str, Any] | None,
+                      job: str = COMPACTOR) -> dict[str, Any] | None:
     """The CronJob's schedule and what its controller says about the runs; None (the key removed by the merge
-    patch) when compaction is off. A time the controller has not set yet is left out, not cleared."""
-    if not spec.compaction_enabled:
+    patch) when that CronJob is off. A time the controller has not set yet is left out, not cleared."""
+    if not (spec.iceberg_maintenance_enabled if job == ICEBERG_MAINTENANCE else spec.compaction_enabled):
         return None
     live = (cronjob or {}).get("status") or {}
     status: dict[str, Any] = {"enabled": True, "schedule": spec.compaction.schedule,

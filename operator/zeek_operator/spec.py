@@ -300,6 +300,94 @@ class FlushSpec(SpecModel):
         return self
 
 
+class SecretValueRef(SpecModel):
+    """One key of a Secret in the pipeline's namespace (like core/v1 SecretKeySelector)."""
+
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Secret in the pipeline's namespace.")
+    key: str = Field(..., pattern=SECRET_KEY_PATTERN, description="Key of the value in the Secret.")
+
+
+class IcebergS3(SpecModel):
+    """Object storage of an s3:// warehouse (the data and metadata files of the tables)."""
+
+    endpoint: str | None = Field(default=None, max_length=512, pattern=r"^https?://[^\s/]+(/.*)?$",
+                                 description="S3-compatible endpoint URL (MinIO, SeaweedFS); unset means AWS.")
+    region: str = Field(default="us-east-1", min_length=1, max_length=64, description="Region.")
+    credentials_secret: S3Credentials | None = Field(default=
+        None, description="Secret with the key pair; unset means the pod's ambient credentials (IRSA, ...).")
+
+
+ICEBERG_SQLITE_MESSAGE = (
+    "an Iceberg sql catalog without uri is an SQLite file on the writer's claim, which only one writer may use: "
+    "it needs writer.storage.type pvc, accessModes without ReadWriteMany (SQLite's locks do not hold on a "
+    "shared network volume), replicas 1 and autoscaling.maxReplicas 1; for more writers set "
+    "iceberg.catalog.uri to a PostgreSQL database (postgresql+psycopg2://user@host/db, password from "
+    "passwordSecretRef) or use type rest")
+
+
+class IcebergCatalogSpec(SpecModel):
+    """Where the Iceberg tables are listed. Credentials come from Secrets only (the writer's environment), never
+    from the resource or the ConfigMap."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        ("self.type != 'rest' || has(self.uri)", "a rest catalog needs uri"),
+        ("self.type == 'sql' || !has(self.passwordSecretRef)", "passwordSecretRef is for a sql catalog"),
+        ("self.type == 'rest' || (!has(self.credentialSecretRef) && !has(self.tokenSecretRef))",
+         "credentialSecretRef and tokenSecretRef are for a rest catalog"),
+    ))
+
+    type: Literal["sql", "rest"] = Field(default="sql", description="sql (SQLite or PostgreSQL) or rest.")
+    uri: str | None = Field(default=None, max_length=1024, pattern=r"^[a-z][a-z0-9+.-]*://[^\s]+$",
+                            description="sql: postgresql+psycopg2://user@host:5432/db (unset: SQLite on the "
+                                        "writer's claim, one writer only); rest: the server's URL. No password "
+                                        "in it: use passwordSecretRef.")
+    password_secret_ref: SecretValueRef | None = Field(default=None,
+                                                       description="sql: the database password.")
+    credential_secret_ref: SecretValueRef | None = Field(default=None,
+                                                         description="rest: OAuth2 client credential id:secret.")
+    token_secret_ref: SecretValueRef | None = Field(default=None, description="rest: a bearer token.")
+    warehouse: str | None = Field(default=None, min_length=1, max_length=1024,
+                                  description="sql: s3://bucket/prefix (unset: _iceberg/warehouse under the "
+                                              "writer's output); rest: the server's warehouse name or location "
+                                              "(unset: the server's default).")
+    s3: IcebergS3 | None = Field(default=None, description="S3 of an s3:// warehouse (unset: the writer's "
+                                                            "storage.s3 endpoint, region and credentials).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IcebergCatalogSpec:
+        if self.type == "rest" and self.uri is None:
+            raise ValueError("a rest catalog needs uri (the server's URL)")
+        if self.type == "sql" and (self.credential_secret_ref or self.token_secret_ref):
+            raise ValueError("credentialSecretRef and tokenSecretRef are for a rest catalog")
+        if self.type == "rest" and self.password_secret_ref is not None:
+            raise ValueError("passwordSecretRef is for a sql catalog")
+        if self.uri is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.uri)
+            if parts.password is not None:
+                raise ValueError("uri must not carry a password; put it in a Secret and name it in passwordSecretRef")
+            if self.type == "sql" and parts.scheme.startswith("sqlite"):
+                raise ValueError("leave uri unset for SQLite (the operator puts catalog.db on the writer's claim)")
+        if self.type == "sql" and self.warehouse is not None and not self.warehouse.startswith("s3://"):
+            raise ValueError("a sql catalog's warehouse is s3://bucket/prefix, or unset for the writer's output")
+        return self
+
+    @property
+    def sqlite(self) -> bool:
+        return self.type == "sql" and self.uri is None
+
+
+class IcebergSpec(SpecModel):
+    """Iceberg tables (one per log type) written by the parquet-writer beside the Hive-layout Parquet; with
+    compaction on, `<name>-iceberg-maintenance` maintains them on the compaction schedule."""
+
+    enabled: bool = Field(default=False, description="Write the Iceberg tables.")
+    namespace: str = Field(default="zeek", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_]+$",
+                           description="Namespace of the tables in the catalog.")
+    catalog: IcebergCatalogSpec = Field(default=IcebergCatalogSpec(), description="The Iceberg catalog.")
+
+
 SINGLE_WRITER_MESSAGE = (
     "more than one parquet-writer (replicas > 1, or autoscaling with maxReplicas > 1) needs a volume every "
     "writer can mount: set writer.storage.pvc.accessModes to [ReadWriteMany] (with a StorageClass or claim "
@@ -315,6 +403,10 @@ class WriterSpec(SpecModel):
         ("self.storage.type != 'pvc' || self.storage.pvc.accessModes.exists(m, m == 'ReadWriteMany') || "
          "(self.replicas <= 1 && (!self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))",
          SINGLE_WRITER_MESSAGE),
+        ("!self.iceberg.enabled || self.iceberg.catalog.type != 'sql' || has(self.iceberg.catalog.uri) || "
+         "(self.storage.type == 'pvc' && !self.storage.pvc.accessModes.exists(m, m == 'ReadWriteMany') && "
+         "self.replicas <= 1 && (!self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))",
+         ICEBERG_SQLITE_MESSAGE),
     ))
 
     replicas: int = Field(default=1, ge=0, le=256, description="Replicas (the initial count when autoscaling is on).")
@@ -330,6 +422,7 @@ class WriterSpec(SpecModel):
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="Messages per consume batch.")
     flush_threads: int = Field(default=2, ge=1, le=32,
                                description="Threads typing and encoding buffers in parallel; match the CPU limit.")
+    iceberg: IcebergSpec = Field(default=IcebergSpec(), description="Iceberg tables beside the Parquet lake.")
 
     @model_validator(mode="after")
     def _one_writer_per_single_node_volume(self) -> WriterSpec:
@@ -337,7 +430,20 @@ class WriterSpec(SpecModel):
         several = self.replicas > 1 or (self.autoscaling.enabled and self.autoscaling.max_replicas > 1)
         if storage.type == "pvc" and "ReadWriteMany" not in storage.pvc.access_modes and several:
             raise ValueError(SINGLE_WRITER_MESSAGE)
+        if self.iceberg.enabled and self.iceberg.catalog.sqlite:
+            if storage.type != "pvc" or "ReadWriteMany" in storage.pvc.access_modes or several:
+                raise ValueError(ICEBERG_SQLITE_MESSAGE)
         return self
+
+    @property
+    def iceberg_s3(self) -> IcebergS3:
+        """The S3 of the Iceberg warehouse: iceberg.catalog.s3, else the Parquet output's bucket settings."""
+        if self.iceberg.catalog.s3 is not None:
+            return self.iceberg.catalog.s3
+        s3 = self.storage.s3
+        if self.storage.type == "s3" and s3 is not None:
+            return IcebergS3(endpoint=s3.endpoint, region=s3.region, credentials_secret=s3.credentials_secret)
+        return IcebergS3()
 
 
 # Five fields (minute hour day-of-month month day-of-week) of digits, names, `*`, `?`, ranges, steps, lists,
@@ -512,6 +618,11 @@ class PipelineSpec(SpecModel):
         """compaction.enabled, or when unset: on wherever the compactor's pod can reach the output."""
         enabled = self.compaction.enabled
         return compaction_can_mount(self.writer.storage) if enabled is None else enabled
+
+    @property
+    def iceberg_maintenance_enabled(self) -> bool:
+        """`compact --iceberg` runs on the compaction schedule wherever the Iceberg output is on."""
+        return self.writer.iceberg.enabled and self.compaction_enabled
 
 
 def compaction_can_mount(storage: StorageSpec) -> bool:
