@@ -5,7 +5,8 @@ hour, and such files are kept apart rather than promoted), ordered by their earl
 greedily into outputs of at most the target size (compressed input bytes: merged files compress at least
 as well). Packing in time order gives outputs that cover mostly disjoint time ranges, so row-group
 statistics prune time ranges across outputs too. A file already at the target size stays as it is; an
-output of one input would only rewrite it, so such bins are dropped.
+output of one input would only rewrite it, so such bins are dropped. Each file's row groups are kept too
+(rows, uncompressed bytes, event_time span): merge.py sizes its slices by them, not by compressed bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ TIME_COLUMN = "event_time"
 
 
 @dataclass(frozen=True, slots=True)
+class RowGroup:
+    """One row group's footer entry: what a slice needs to know before deciding to decode it."""
+
+    index: int
+    rows: int
+    uncompressed: int  # the pages' bytes before compression (an estimate of the decoded size; merge.py scales it)
+    min_time: float | None  # event_time span (epoch seconds); None: no statistics, or no row has a time
+    max_time: float | None
+    untimed_rows: bool  # may hold rows without an event_time (they go with the last slice)
+
+
+@dataclass(frozen=True, slots=True)
 class InputFile:
     rel: str
     bytes: int
@@ -30,6 +43,11 @@ class InputFile:
     schema_key: str  # the schema without metadata: files with equal keys can share an output
     min_time: float | None  # event_time span from the row-group statistics (epoch seconds)
     max_time: float | None
+    groups: tuple[RowGroup, ...] = ()
+
+    @property
+    def uncompressed(self) -> int:
+        return sum(g.uncompressed for g in self.groups)
 
 
 @dataclass(slots=True)
@@ -45,12 +63,35 @@ class Bin:
         return sum(f.rows for f in self.files)
 
 
-def _seconds(value: object) -> float | None:
+def epoch_seconds(value: object) -> float | None:
+    """An event_time statistic (or value) as seconds since the epoch."""
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(value, int | float):
         return float(value) / 1_000_000  # a raw int64 timestamp statistic (microseconds)
     return None
+
+
+def row_groups(metadata: pq.FileMetaData) -> tuple[RowGroup, ...]:
+    """Rows, uncompressed bytes and event_time span of each row group, from the footer alone."""
+    groups = []
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        low: float | None = None
+        high: float | None = None
+        untimed = True  # without statistics for event_time, assume the worst
+        for j in range(group.num_columns):
+            column = group.column(j)
+            if column.path_in_schema != TIME_COLUMN:
+                continue
+            stats = column.statistics
+            if stats is not None and stats.has_min_max:
+                low, high = epoch_seconds(stats.min), epoch_seconds(stats.max)
+            if low is None or high is None:
+                low = high = None
+            untimed = stats is None or low is None or stats.null_count != 0
+        groups.append(RowGroup(i, group.num_rows, group.total_byte_size, low, high, untimed))
+    return tuple(groups)
 
 
 def time_span(metadata: pq.FileMetaData) -> tuple[float | None, float | None]:
@@ -68,7 +109,7 @@ def time_span(metadata: pq.FileMetaData) -> tuple[float | None, float | None]:
                 if group.num_rows and (stats is None or stats.null_count != group.num_rows):
                     return None, None
                 continue
-            low, high = _seconds(stats.min), _seconds(stats.max)
+            low, high = epoch_seconds(stats.min), epoch_seconds(stats.max)
             if low is None or high is None:
                 return None, None
             lows.append(low)
@@ -87,7 +128,7 @@ def read_input(storage: Storage, entry: FileEntry) -> InputFile:
         raise as_storage_error("read footer", entry.rel, exc) from exc
     low, high = time_span(metadata)
     return InputFile(entry.rel, entry.size, metadata.num_rows, schema, schema.remove_metadata().to_string(),
-                     low, high)
+                     low, high, row_groups(metadata))
 
 
 def plan_bins(files: list[InputFile], target_bytes: int) -> list[Bin]:
