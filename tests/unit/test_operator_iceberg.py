@@ -271,3 +271,14 @@ def test_crd_refuses_the_same_sqlite_shapes() -> None:
 def test_bad_catalog_settings_name_the_field(catalog: dict[str, Any], field: str, words: str) -> None:
     found = problems(with_("writer.iceberg", {"enabled": True, "catalog": catalog}))
     assert found[0][0] == field and words in found[0][1]
+
+
+def test_example_resource_renders_a_postgresql_catalog_on_s3() -> None:
+    from tests.unit.test_packaging import load_yaml_docs
+
+    path = Path(__file__).resolve().parents[2] / "config" / "examples" / "zeekpipeline-iceberg.yaml"
+    doc = next(d for d in load_yaml_docs(path) if d["kind"] == "ZeekPipeline")
+    spec = parse_spec(doc["spec"])
+    assert spec.writer.iceberg.enabled and not spec.writer.iceberg.catalog.sqlite and spec.writer.replicas == 2
+    children = resources.build_children(doc["metadata"]["name"], spec, build(doc["spec"])[1], "x")
+    assert "zeek-iceberg-iceberg-maintenance" in by_kind(children, "CronJob")
