@@ -20,8 +20,11 @@ import pytest
 from tests.infra.waiting import wait_for
 from tests.infra.zeek_data import json_logs, read_lines
 from tests.integration.test_writer_support import Lake, last_data_offsets, produce_transactional, running
-from tests.unit.test_writer_support import transformer
+from tests.unit.test_writer_support import CONFIG, documents, transformer
 from zeek_pipeline.core.transform import Accepted
+from zeek_pipeline.writer.buffers import Buffers, FlushPolicy, Segment
+from zeek_pipeline.writer.chunks import InlineExecutor, TypedChunk
+from zeek_pipeline.writer.convert import Converter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,6 +64,30 @@ def test_a_writer_on_local_disk_does_not_load_the_s3_client() -> None:
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore'}))")
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert loaded.strip() == "[]", loaded
+
+
+def test_a_rare_log_type_typed_a_few_records_at_a_time_does_not_pile_up_chunks() -> None:
+    """Each column of a typed chunk holds ~1 KB of C++ objects that the cap does not count; a buffer typed
+    ahead 3 records at a time keeps its small chunks merged into one-piece columns, not 20 chunks."""
+    converter = Converter.from_config_dir(CONFIG)
+    buffers = Buffers(FlushPolicy(flush_bytes=0, interval=0, event_count=0, max_memory=64 * 2**20))
+    docs = list(documents("dns", 60))
+
+    def start(segment: Segment, values: list[bytes], offsets: list[int], nbytes: int) -> TypedChunk:
+        return TypedChunk.submit(InlineExecutor(), converter, segment.log_type, segment.partition, values, offsets,
+                                 nbytes)
+
+    for offset, doc in enumerate(docs):
+        buffers.add("dns", 0, offset, doc, now=0.0)
+        if offset % 3 == 2:
+            buffers.type_ahead(1, start)
+    segment = buffers.segments[("dns", 0)]
+    assert len(segment.chunks) <= 9, len(segment.chunks)
+    assert {column.num_chunks for column in segment.chunks[0].result().table.columns} == {1}
+    expected = converter.convert("dns", docs, [0] * len(docs), list(range(len(docs))))
+    typed = segment.typed(converter)
+    assert typed.table.combine_chunks().equals(expected.table.combine_chunks())
+    assert [r.index for r in typed.rejects] == [r.index for r in expected.rejects]
 
 
 def test_peak_rss_stays_within_the_cap_plus_the_documented_overhead(kafka_bootstrap: str, tmp_path: Path) -> None:

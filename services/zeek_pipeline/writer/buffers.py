@@ -30,6 +30,12 @@ ENTRY_OVERHEAD = 72
 # the heap keeps among the documents still buffered until new ones fill it (measured: the heap grew to about
 # twice the documents buffered, on the real mix; writer/memory.py).
 DOCUMENT_HEAP_FACTOR = 2
+# Typed chunks of a buffer are merged into one once this many small ones follow each other: each column of a
+# chunk also holds ~1 KB of C++ objects (array data, buffers) in the glibc heap, which the cap does not
+# count. Draining a backlog, rare log types typed ahead in small chunks under the cap held 1,100 chunks
+# (52k columns) by the end: ~40 MB over the cap (docs/writer-durability.md).
+MERGE_SMALL_CHUNKS = 8
+SMALL_CHUNK_BYTES = 256 * 1024  # message bytes; larger chunks are left as they are (merging copies the data)
 
 
 @dataclass(slots=True)
@@ -55,6 +61,23 @@ class Segment:
         """Message bytes not typed yet: the documents still in `values` and those of chunks the pool has not
         typed (documents cost about twice their size in the Python heap, Arrow columns 2.5 times less)."""
         return self.untyped_nbytes + sum(chunk.nbytes for chunk in self.chunks if not chunk.done)
+
+    def merge_small_chunks(self) -> None:
+        """Replace each run of MERGE_SMALL_CHUNKS or more small typed chunks by one chunk of one-piece columns."""
+        merged: list[TypedChunk] = []
+        run: list[TypedChunk] = []
+        for chunk in [*self.chunks, None]:
+            if chunk is not None and chunk.done and chunk.nbytes < SMALL_CHUNK_BYTES:
+                run.append(chunk)
+                continue
+            if len(run) >= MERGE_SMALL_CHUNKS:
+                merged.append(_merged(run))
+            else:
+                merged.extend(run)
+            run = []
+            if chunk is not None:
+                merged.append(chunk)
+        self.chunks = merged
 
     def typed(self, converter: Converter) -> TypedRecords:
         """Every record typed: the chunks' results (waiting for the pool if need be), then the documents not
@@ -89,6 +112,12 @@ class Segment:
         what they cost the heap, and each record's entry."""
         typed = sum(chunk.memory for chunk in self.chunks if chunk.done)
         return typed + DOCUMENT_HEAP_FACTOR * self.waiting_nbytes + ENTRY_OVERHEAD * len(self.offsets)
+
+
+def _merged(run: list[TypedChunk]) -> TypedChunk:
+    typed = combine([chunk.result() for chunk in run], [chunk.count for chunk in run])
+    return TypedChunk(sum(chunk.count for chunk in run), sum(chunk.nbytes for chunk in run),
+                      typed=TypedRecords.of(typed.table.combine_chunks(), typed.rejects, typed.rejected))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +206,8 @@ class Buffers:
         """Hand the untyped records of every buffer holding at least `min_bytes` of them to `start` (which
         submits their typing) and keep the chunk it returns."""
         for segment in self.segments.values():
+            if len(segment.chunks) > MERGE_SMALL_CHUNKS:
+                segment.merge_small_chunks()
             if segment.log_type == skip or not segment.values or segment.untyped_nbytes < min_bytes:
                 continue
             values, segment.values = segment.values, []
