@@ -32,7 +32,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -234,9 +234,11 @@ class CommitLog:
                 return record
         raise StorageError(f"{self.commits_dir(partition)}: the commit log kept changing while it was read")
 
-    def recover(self, partition: int) -> PartitionState:
-        """Take the partition over: roll the latest record's files forward, write a takeover record (fencing
-        every earlier owner), roll every other staged file back, and return where to resume."""
+    def recover(self, partition: int,
+                roll_forward: Callable[[CommitRecord], None] | None = None) -> PartitionState:
+        """Take the partition over: roll the latest record's files forward (and `roll_forward` its later
+        steps: the Iceberg commit), write a takeover record (fencing every earlier owner), roll every other
+        staged file back, and return where to resume."""
         for _attempt in range(TAKEOVER_ATTEMPTS):
             record = self.latest(partition)
             state = PartitionState(self.topic, partition)
@@ -252,6 +254,8 @@ class CommitLog:
                         # would keep the partition from ever being recovered.
                         log.warning("committed file is gone since it was published; nothing to roll forward",
                                     extra={"context": {"file": staged.final}})
+                if roll_forward is not None:
+                    roll_forward(record)  # before the takeover: afterwards the record is no longer the latest
                 state.apply(record)
             takeover = CommitRecord(
                 topic=self.topic, partition=partition, seq=state.seq + 1, next_offset=state.next_offset,

@@ -168,7 +168,9 @@ class WriterEngine:
                 any(job.partition == partition for job in list(self.queue))
                 or (self._running is not None and self._running.partition == partition)):
             time.sleep(0.01)
-        state = self.commitlog.recover(partition)
+        iceberg = self.flusher.iceberg
+        state = self.commitlog.recover(partition, None if iceberg is None else
+                                       lambda record: iceberg.roll_forward(record, self.flusher.storage))
         self.buffers.drop_partition(partition)
         self.states[partition] = state
         self.positions.pop(partition, None)
@@ -359,7 +361,7 @@ class WriterEngine:
                     conflicts.add(job.partition)
                 else:  # a job of an earlier ownership, lost or recovered since: nothing left to settle
                     log.info("conflict of an earlier ownership of partition %d ignored", job.partition)
-            elif job.published and not job.cancelled:
+            elif job.done and not job.cancelled:
                 self.release()
                 advanced.add(job.partition)
                 self.flush_reasons[job.reason] = self.flush_reasons.get(job.reason, 0) + 1

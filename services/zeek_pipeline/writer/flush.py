@@ -1,8 +1,9 @@
 """One flush of one (log type, partition) buffer, as resumable steps: prepare, dead-letter, stage, commit,
-publish. A step that fails on storage or the DLQ raises and leaves the job where it was; calling `run`
-again resumes it (every step is idempotent), so a full disk or an S3 outage delays a flush but never
-loses or repeats a record. The commit record is built once and kept, so a retry after an ambiguous
-failure (the write may have landed) recognises its own record instead of conflicting with it.
+publish, and with output.iceberg the table commit (writer/iceberg_sink.py). A step that fails on storage,
+the catalog or the DLQ raises and leaves the job where it was; calling `run` again resumes it (every step
+is idempotent), so a full disk or an S3 outage delays a flush but never loses or repeats a record. The
+commit record is built once and kept, so a retry after an ambiguous failure (the write may have landed)
+recognises its own record instead of conflicting with it.
 
 `prepare` (typing the documents and encoding the Parquet files in memory) is pure CPU work that touches
 neither storage nor the commit log, so the engine runs it ahead of the job's turn on a small thread pool:
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +30,9 @@ from zeek_pipeline.writer.dlq import DeadLetterError, DeadLetters, Delivery
 from zeek_pipeline.writer.layout import file_name, kafka_file_id, relative_path, split_by_hour
 from zeek_pipeline.writer.parquet_file import ParquetOptions, file_metadata, write_table
 from zeek_pipeline.writer.storage import Storage, StorageError, as_storage_error
+
+if TYPE_CHECKING:  # pyiceberg is imported only by a writer with output.iceberg on
+    from zeek_pipeline.writer.iceberg_sink import IcebergSink
 
 log = logging.getLogger("zeek_pipeline.writer.flush")
 
@@ -64,6 +69,8 @@ class FlushJob:
     record: CommitRecord | None = None
     committed: bool = False
     published: bool = False
+    iceberg_done: bool = False  # the table commit made (or no Iceberg output)
+    iceberg_deliveries: list[Delivery | None] = field(default_factory=list)  # rows the table cannot hold
     attempts: int = 0
     staged: list[StagedFile] = field(default_factory=list)
     cancelled: bool = False  # the partition left this writer: do not commit
@@ -83,7 +90,7 @@ class FlushJob:
 
     @property
     def done(self) -> bool:
-        return self.published
+        return self.published and self.iceberg_done
 
     @property
     def dead_letters_sent(self) -> bool:
@@ -112,6 +119,7 @@ class Flusher:
         file_prefix: str,
         topic: str,
         on_file: Callable[[str, str, int, int], None] | None = None,
+        iceberg: IcebergSink | None = None,
     ) -> None:
         self.storage = storage
         self.commitlog = commitlog
@@ -121,6 +129,7 @@ class Flusher:
         self.file_prefix = file_prefix
         self.topic = topic
         self.on_file = on_file
+        self.iceberg = iceberg
 
     # --- steps -------------------------------------------------------------------------------------
     def prepare(self, job: FlushJob) -> None:
@@ -204,10 +213,21 @@ class Flusher:
             except StorageError:
                 pass
 
+    def _commit_iceberg(self, job: FlushJob) -> None:
+        """The last step: the job's rows into its log type's table, the map raised to its restart offset."""
+        if self.iceberg is not None:
+            assert job.files is not None
+            self.iceberg.failpoint.hit("published")
+            rows = self.iceberg.read_files(planned.data for planned in job.files)
+            covers = self.iceberg.covers(job.next_offset, job.segment.last)
+            self.iceberg.append(job.segment.log_type, job.partition, rows, covers, job.iceberg_deliveries)
+            self.iceberg.failpoint.hit("committed")
+        job.iceberg_done = True
+
     # --- the whole flush -----------------------------------------------------------------------------
     def run(self, job: FlushJob) -> FlushOutcome:
-        """Advance the job to published; raises StorageError/DeadLetterError to retry later, CommitConflict
-        when another writer owns the partition now."""
+        """Advance the job to published (and committed to its Iceberg table); raises StorageError/DeadLetterError
+        to retry later, CommitConflict when another writer owns the partition now."""
         job.attempts += 1
         state = job.state
         if job.files is None:
@@ -246,6 +266,8 @@ class Flusher:
                     self.on_file(staged.final, staged.log_type, staged.rows, staged.bytes)
             if job.record.seq % 16 == 0:
                 self.commitlog.prune(job.partition)
+        if not job.iceberg_done:
+            self._commit_iceberg(job)
         record = job.record
         job.outcome = FlushOutcome(record, sum(f.rows for f in record.files), len(record.files),
                                    sum(f.bytes for f in record.files), len(job.rejects))

@@ -65,10 +65,15 @@ class WriterService:
             kafka_config.producer(settings, error_cb=self.kafka_errors, logger=librdkafka_logger()),
             settings.output.kafka.dlq_topic, COMPONENT)
         commitlog = CommitLog(storage, self.topic, self.runtime.instance)
+        iceberg = None
+        if settings.output.iceberg.enabled:  # pyiceberg is imported only then
+            from zeek_pipeline.writer.iceberg_sink import Failpoint, IcebergSink
+            iceberg = IcebergSink(settings.output.iceberg, topic=self.topic, converter=converter,
+                                  dead_letters=self.dead_letters, failpoint=Failpoint.from_environment())
         flusher = Flusher(storage=storage, commitlog=commitlog, converter=converter, dead_letters=self.dead_letters,
                           options=ParquetOptions.from_settings(settings.output.parquet),
                           file_prefix=settings.output.parquet.file_prefix, topic=self.topic,
-                          on_file=self.metrics.file_written)
+                          on_file=self.metrics.file_written, iceberg=iceberg)
         self.engine = WriterEngine(Buffers(FlushPolicy.from_settings(settings.write)), commitlog, flusher,
                                    threaded=True, on_flushed=self._on_flushed,
                                    prepare_threads=settings.writer.flush_threads)
