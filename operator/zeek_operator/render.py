@@ -86,9 +86,11 @@ def parquet_base_path(spec: PipelineSpec) -> str:
 def iceberg_settings(spec: PipelineSpec) -> dict[str, Any]:
     """output.iceberg of config.json (secrets excluded: they reach the pods as env from Secrets).
 
-    SQLite (a sql catalog without uri) is a file on the writer's claim; a sql catalog's warehouse defaults to
-    `_iceberg/warehouse` under the writer's output (the claim or its S3 prefix), since the pods' root
-    filesystem is read-only."""
+    SQLite (a sql catalog without uri) is a file on the writer's claim, with its warehouse beside it (the
+    warehouse's mkdir makes the directory SQLite needs). A sql catalog's warehouse defaults to
+    `<prefix>-iceberg` beside the Parquet lake on S3, so that a `**/*.parquet` glob over the lake does not
+    find the tables' data files; on a claim (the pods' root filesystem is read-only) to `_iceberg/warehouse`
+    in it, where pyarrow's dataset discovery skips it (`_`) but a DuckDB glob over the whole claim does not."""
     iceberg = spec.writer.iceberg
     catalog = iceberg.catalog
     uri = catalog.uri
@@ -96,7 +98,8 @@ def iceberg_settings(spec: PipelineSpec) -> dict[str, Any]:
         uri = f"sqlite:///{PARQUET_DIR}/{ICEBERG_DIR}/catalog.db"
     warehouse = catalog.warehouse
     if warehouse is None and catalog.type == "sql":
-        warehouse = f"{parquet_base_path(spec)}/{ICEBERG_DIR}/warehouse"
+        base = parquet_base_path(spec)
+        warehouse = f"{base}-iceberg" if base.startswith("s3://") else f"{base}/{ICEBERG_DIR}/warehouse"
     s3 = spec.writer.iceberg_s3
     endpoint, scheme = _s3_endpoint(s3.endpoint)
     return {"enabled": True, "namespace": iceberg.namespace,

@@ -347,8 +347,9 @@ class IcebergCatalogSpec(SpecModel):
                                                          description="rest: OAuth2 client credential id:secret.")
     token_secret_ref: SecretValueRef | None = Field(default=None, description="rest: a bearer token.")
     warehouse: str | None = Field(default=None, min_length=1, max_length=1024,
-                                  description="sql: s3://bucket/prefix (unset: _iceberg/warehouse under the "
-                                              "writer's output); rest: the server's warehouse name or location "
+                                  description="sql: s3://bucket/prefix (unset: on s3 storage "
+                                              "s3://<bucket>/<prefix>-iceberg, on a pvc _iceberg/warehouse in "
+                                              "the claim); rest: the server's warehouse name or location "
                                               "(unset: the server's default).")
     s3: IcebergS3 | None = Field(default=None, description="S3 of an s3:// warehouse (unset: the writer's "
                                                             "storage.s3 endpoint, region and credentials).")
@@ -371,6 +372,9 @@ class IcebergCatalogSpec(SpecModel):
                 raise ValueError("leave uri unset for SQLite (the operator puts catalog.db on the writer's claim)")
         if self.type == "sql" and self.warehouse is not None and not self.warehouse.startswith("s3://"):
             raise ValueError("a sql catalog's warehouse is s3://bucket/prefix, or unset for the writer's output")
+        if self.sqlite and self.warehouse is not None:
+            raise ValueError("leave warehouse unset for SQLite: its warehouse is the _iceberg directory on the "
+                             "writer's claim, beside catalog.db")
         return self
 
     @property
@@ -430,9 +434,14 @@ class WriterSpec(SpecModel):
         several = self.replicas > 1 or (self.autoscaling.enabled and self.autoscaling.max_replicas > 1)
         if storage.type == "pvc" and "ReadWriteMany" not in storage.pvc.access_modes and several:
             raise ValueError(SINGLE_WRITER_MESSAGE)
-        if self.iceberg.enabled and self.iceberg.catalog.sqlite:
+        catalog = self.iceberg.catalog
+        if self.iceberg.enabled and catalog.sqlite:
             if storage.type != "pvc" or "ReadWriteMany" in storage.pvc.access_modes or several:
                 raise ValueError(ICEBERG_SQLITE_MESSAGE)
+        if (self.iceberg.enabled and catalog.type == "sql" and catalog.warehouse is None and storage.type == "s3"
+                and storage.s3 is not None and not storage.s3.prefix.strip("/")):
+            raise ValueError("set iceberg.catalog.warehouse: the default, <prefix>-iceberg beside the Parquet "
+                             "lake, needs storage.s3.prefix (the whole bucket is the lake)")
         return self
 
     @property

@@ -111,7 +111,7 @@ def test_iceberg_output_on_postgresql_and_s3_renders_env_configmap_and_cronjob(
     iceberg = json.loads(configmap["data"]["config.json"])["output"]["iceberg"]
     assert iceberg["enabled"] is True and iceberg["namespace"] == "zeek"
     assert iceberg["catalog"]["uri"] == PG_URI
-    assert iceberg["catalog"]["warehouse"] == "s3://zeek-lake/lab/_iceberg/warehouse"
+    assert iceberg["catalog"]["warehouse"] == "s3://zeek-lake/lab-iceberg"
     for obj in (configmap, writer, maintenance, compactor):
         assert PASSWORD not in json.dumps(obj)
     assert not re.search(r'"(password|credential|token|access_key|secret_key)"', configmap["data"]["config.json"])

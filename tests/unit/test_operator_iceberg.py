@@ -74,7 +74,7 @@ def test_configmap_holds_the_catalog_but_no_secret(tmp_path: Path) -> None:
     iceberg = json.loads(files["config.json"])["output"]["iceberg"]
     assert iceberg == {"enabled": True, "namespace": "zeek_prod", "catalog": {
         "type": "sql", "uri": "postgresql+psycopg2://iceberg@postgres.db.svc:5432/iceberg",
-        "warehouse": "s3://zeek-lake/zeek/prod/_iceberg/warehouse",
+        "warehouse": "s3://zeek-lake/zeek/prod-iceberg",  # beside the lake, not under it
         "s3": {"endpoint": "seaweedfs.s3.svc:8333", "region": "us-east-1", "scheme": "http"}}}
     assert not re.search(r"password|credential|token|access_key|secret_key", json.dumps(iceberg))
     # the pod's view: config.json plus the Secret values in the environment the writer is given
@@ -88,7 +88,7 @@ def test_configmap_holds_the_catalog_but_no_secret(tmp_path: Path) -> None:
 
     properties = catalog_properties(catalog, environ={})
     assert properties["uri"] == "postgresql+psycopg2://iceberg:s3cr3t-pw@postgres.db.svc:5432/iceberg"
-    assert properties["warehouse"] == "s3://zeek-lake/zeek/prod/_iceberg/warehouse"
+    assert properties["warehouse"] == "s3://zeek-lake/zeek/prod-iceberg"
     assert properties["s3.endpoint"] == "http://seaweedfs.s3.svc:8333"
 
 
@@ -265,6 +265,7 @@ def test_crd_refuses_the_same_sqlite_shapes() -> None:
      "spec.writer.iceberg.catalog", "for a rest catalog"),
     ({"uri": "sqlite:////tmp/catalog.db"}, "spec.writer.iceberg.catalog", "leave uri unset"),
     ({"uri": "postgresql://db/iceberg", "warehouse": "/data/warehouse"}, "spec.writer.iceberg.catalog", "s3://"),
+    ({"warehouse": "s3://elsewhere/iceberg"}, "spec.writer.iceberg.catalog", "leave warehouse unset for SQLite"),
     ({"uri": "postgresql://db/iceberg", "password": "hunter2"}, "spec.writer.iceberg.catalog.password",
      "Extra inputs"),
 ])
@@ -282,3 +283,15 @@ def test_example_resource_renders_a_postgresql_catalog_on_s3() -> None:
     assert spec.writer.iceberg.enabled and not spec.writer.iceberg.catalog.sqlite and spec.writer.replicas == 2
     children = resources.build_children(doc["metadata"]["name"], spec, build(doc["spec"])[1], "x")
     assert "zeek-iceberg-iceberg-maintenance" in by_kind(children, "CronJob")
+
+
+def test_default_s3_warehouse_is_beside_the_lake_and_needs_a_prefix() -> None:
+    """A warehouse under the lake's prefix would put the tables' Parquet files into `<lake>/**/*.parquet`."""
+    whole_bucket = with_("writer.storage.s3.prefix", "", PG_S3)
+    found = problems(whole_bucket)
+    assert found[0][0] == "spec.writer" and "set iceberg.catalog.warehouse" in found[0][1]
+    explicit = with_("writer.iceberg.catalog.warehouse", "s3://zeek-tables/iceberg", whole_bucket)
+    assert config(explicit)["output"]["iceberg"]["catalog"]["warehouse"] == "s3://zeek-tables/iceberg"
+    lake = config(PG_S3)["output"]["parquet"]["base_path"]
+    warehouse = config(PG_S3)["output"]["iceberg"]["catalog"]["warehouse"]
+    assert not warehouse.startswith(lake + "/")
