@@ -33,6 +33,7 @@ from zeek_pipeline.writer.engine import WriterEngine
 from zeek_pipeline.writer.flush import Flusher
 from zeek_pipeline.writer.iceberg_sink import IcebergSink
 from zeek_pipeline.writer.parquet_file import ParquetOptions
+from zeek_pipeline.writer.storage import StorageError
 
 LOG_TYPES = ("dns", "ssl", "weird")
 
@@ -159,3 +160,54 @@ def test_crashes_during_recovery_and_again_after_restart_with_iceberg(tmp_path: 
         assert crashes >= 1
         assert_exactly_once(base / "lake", dlq)
         assert_tables_exactly_once(settings)
+
+
+class UnreachableSink(IcebergSink):
+    """The sink of a writer whose catalog is out of reach (a paused zombie) until `reachable` is set."""
+
+    def __init__(self, settings: IcebergOutput, dlq: RecordingDeadLetters) -> None:
+        super().__init__(settings, topic=TOPIC, converter=CONVERTER, dead_letters=dlq)  # type: ignore[arg-type]
+        self.reachable = False
+
+    def append(self, log_type: str, partition: int, rows: pa.Table | None, next_offset: int,
+               sent: list[Delivery | None]) -> CommitResult | None:
+        if not self.reachable:
+            raise StorageError("catalog unreachable")
+        return super().append(log_type, partition, rows, next_offset, sent)
+
+
+def inline_engine(storage: FaultyStorage, dlq: RecordingDeadLetters, sink: IcebergSink, name: str) -> WriterEngine:
+    commitlog = CommitLog(storage, TOPIC, name)
+    flusher = Flusher(storage=storage, commitlog=commitlog, converter=CONVERTER, dead_letters=dlq,  # type: ignore[arg-type]
+                      options=ParquetOptions(), file_prefix="events", topic=TOPIC, iceberg=sink)
+    return WriterEngine(Buffers(FlushPolicy(flush_bytes=0, interval=0.5, event_count=60, max_memory=400_000)),
+                        commitlog, flusher)
+
+
+def test_a_zombie_resuming_its_table_commit_after_a_takeover_appends_nothing(tmp_path: Path) -> None:
+    storage, dlq, settings = FaultyStorage(tmp_path / "lake"), RecordingDeadLetters(), iceberg_settings(tmp_path)
+    zombie_sink = UnreachableSink(settings, dlq)
+    zombie = inline_engine(storage, dlq, zombie_sink, "zombie")
+    zombie.recover(0)
+    records = STREAM[0]
+    for offset in range(100):
+        zombie.add(0, offset, records[offset], 0.0)
+    zombie.flush_due(100.0)  # published in the lake; its table commit fails and stays at the queue's head
+    assert zombie.failing and zombie.queue[0].published and not zombie.queue[0].iceberg_done
+    successor = inline_engine(storage, dlq, IcebergSink(settings, topic=TOPIC, converter=CONVERTER,
+                                                        dead_letters=dlq), "successor")  # type: ignore[arg-type]
+    state = successor.recover(0)  # rolls the zombie's table commit forward, then fences it
+    for offset in range(state.next_offset or 0, len(records)):
+        successor.add(0, offset, records[offset], 0.0)
+    successor.drain({0}, float("inf"), "shutdown", sleep=lambda _s: None)
+    before = table_coordinates(open_catalog(settings), "dns")
+    zombie_sink.reachable = True
+    assert zombie.retry()  # the zombie's step goes through now: the map filters every row it holds
+    assert zombie_sink.rows == 0
+    catalog = open_catalog(settings)
+    assert table_coordinates(catalog, "dns") == before
+    rows: Counter[tuple[int, int]] = Counter()
+    for log_type in LOG_TYPES:
+        rows.update(table_coordinates(catalog, log_type))
+    assert max(rows.values()) == 1
+    assert set(rows) == {(0, o) for o in range(len(records))} - DEAD

@@ -71,6 +71,7 @@ class FlushJob:
     published: bool = False
     iceberg_done: bool = False  # the table commit made (or no Iceberg output)
     iceberg_deliveries: list[Delivery | None] = field(default_factory=list)  # rows the table cannot hold
+    decoded: int = 0  # bytes of its rows decoded for the table commit, while that runs
     attempts: int = 0
     staged: list[StagedFile] = field(default_factory=list)
     cancelled: bool = False  # the partition left this writer: do not commit
@@ -83,10 +84,11 @@ class FlushJob:
 
     @property
     def memory(self) -> int:
-        """Bytes held: the buffered documents until prepared, then the encoded files and the rejects."""
+        """Bytes held: the buffered documents until prepared, then the encoded files and the rejects (and, during
+        the table commit, its rows decoded again: about 15 times the encoded size)."""
         if self.files is None:
             return self.segment.memory
-        return sum(int(f.data.size) for f in self.files) + sum(map(len, self.rejected.values()))
+        return sum(int(f.data.size) for f in self.files) + sum(map(len, self.rejected.values())) + self.decoded
 
     @property
     def done(self) -> bool:
@@ -219,8 +221,12 @@ class Flusher:
             assert job.files is not None
             self.iceberg.failpoint.hit("published")
             rows = self.iceberg.read_files(planned.data for planned in job.files)
+            job.decoded = 0 if rows is None else rows.nbytes
             covers = self.iceberg.covers(job.next_offset, job.segment.last)
-            self.iceberg.append(job.segment.log_type, job.partition, rows, covers, job.iceberg_deliveries)
+            try:
+                self.iceberg.append(job.segment.log_type, job.partition, rows, covers, job.iceberg_deliveries)
+            finally:
+                job.decoded = 0
             self.iceberg.failpoint.hit("committed")
         job.iceberg_done = True
 
