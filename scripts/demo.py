@@ -3,8 +3,10 @@
 Starts a local Kafka broker, creates the topics, starts normalizer-enricher, parquet-writer and the health
 dashboard, publishes real Zeek logs (the shared corpus beside the project when present, else the sample
 shipped in tests/data/zeek-sample), waits until every record is in Parquet or in the dead-letter topic,
-and prints a summary. Everything lands under ./output. With a terminal attached the services keep running
-until Ctrl-C so the dashboard can be explored; `--exit` stops right after the summary.
+and prints a summary. The writer also commits every record to Iceberg tables (namespace `zeek`, SQLite
+catalog output/iceberg/catalog.db, warehouse output/iceberg/warehouse); the summary says how to query them.
+Everything lands under ./output. With a terminal attached the services keep running until Ctrl-C so the
+dashboard can be explored; `--exit` stops right after the summary.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.infra.kafka import KafkaBroker  # noqa: E402
 from tests.infra.zeek_data import SAMPLE_ZEEK, json_logs, shared_available, tsv_logs  # noqa: E402
 
 OUTPUT = ROOT / "output"
+ICEBERG = OUTPUT / "iceberg"
 ZEEK = ROOT / ".venv" / "bin" / "zeek-pipeline"
 SERVICES = {
     "normalizer-enricher": "zeek_pipeline.normalizer.cli",
@@ -106,6 +109,60 @@ def summary_lines(base: Path, expected: int, rejected: int) -> list[str]:
     return lines
 
 
+def iceberg_settings() -> object:
+    from zeek_pipeline.settings import IcebergCatalog, IcebergOutput
+
+    return IcebergOutput(enabled=True, catalog=IcebergCatalog(uri=f"sqlite:///{ICEBERG / 'catalog.db'}",
+                                                              warehouse=str(ICEBERG / "warehouse")))
+
+
+def iceberg_rows() -> tuple[collections.Counter[str], dict[str, str]]:
+    """Rows and current metadata file per table of the demo's catalog (none before the writer's first commit)."""
+    rows: collections.Counter[str] = collections.Counter()
+    metadata: dict[str, str] = {}
+    if not (ICEBERG / "catalog.db").exists():
+        return rows, metadata
+    from zeek_pipeline.iceberg.catalog import open_catalog
+
+    catalog = open_catalog(iceberg_settings())  # type: ignore[arg-type]
+    for identifier in catalog.list_tables("zeek"):
+        table = catalog.load_table(identifier)
+        snapshot = table.current_snapshot()
+        summary = snapshot.summary if snapshot is not None else None
+        rows[identifier[-1]] = int(summary["total-records"]) if summary is not None else 0
+        metadata[identifier[-1]] = table.metadata_location
+    return rows, metadata
+
+
+def iceberg_lines(rows: collections.Counter[str], metadata: dict[str, str]) -> list[str]:
+    """How many rows the tables hold, and how to query them with pyiceberg and DuckDB (docs/iceberg.md); the
+    commands work as printed from the project directory (DuckDB's: until the table's next commit)."""
+    example = "dns" if "dns" in rows else next(iter(sorted(rows)), "dns")
+    lines = [
+        f"rows in Iceberg    : {sum(rows.values())} in {len(rows)} tables, namespace zeek, SQLite catalog "
+        "output/iceberg/catalog.db (warehouse output/iceberg/warehouse)",
+        "query them (pyiceberg):",
+        "  .venv/bin/python -c \"from pyiceberg.catalog.sql import SqlCatalog; "
+        "c = SqlCatalog('zeek', uri='sqlite:///output/iceberg/catalog.db'); "
+        f"print(c.load_table('zeek.{example}').scan().to_arrow().num_rows)\"",
+    ]
+    from tests.infra.duckdb_iceberg import ExtensionPackageError, extension_path
+
+    try:
+        loads = "; ".join(f"LOAD '{extension_path(name)}'" for name in ("avro", "iceberg"))
+    except ExtensionPackageError as exc:
+        return [*lines, f"query them (DuckDB): see docs/iceberg.md ({exc})"]
+    if example in metadata:
+        lines += [
+            "query them (DuckDB's iceberg extension, loaded from the venv's package; the table's current metadata):",
+            "  .venv/bin/python -c \"import duckdb; con = duckdb.connect(config={'autoinstall_known_extensions': "  # noqa: S608
+            f"False, 'autoload_known_extensions': False}}); con.execute(\\\"{loads}\\\"); "
+            "print(con.sql(\\\"SELECT count(*), min(event_time), max(event_time) FROM "
+            f"iceberg_scan('{metadata[example]}')\\\"))\"",
+        ]
+    return [*lines, "  (docs/iceberg.md: the metadata file of each table, time travel, Trino and Spark)"]
+
+
 def topic_count(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
@@ -136,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only what the demo writes: output/ also holds others' files (output/cluster/kubeconfig from `make cluster`,
     # the cluster tests' measurements), which a demo run must not delete.
-    for mine in ("parquet", "log", "kafka"):
+    for mine in ("parquet", "iceberg", "log", "kafka"):
         shutil.rmtree(OUTPUT / mine, ignore_errors=True)
     (OUTPUT / "log").mkdir(parents=True)
     log_to_file(OUTPUT / "log" / "demo.log")
@@ -168,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             "ZEEK_PIPELINE_NORMALIZER__HTTP_PORT": str(free_port(8081)),
             "ZEEK_PIPELINE_WRITER__HTTP_PORT": str(free_port(8082)),
             "ZEEK_PIPELINE_INSTANCE_ID": "demo",
+            "ZEEK_PIPELINE_OUTPUT__ICEBERG__ENABLED": "true",
+            "ZEEK_PIPELINE_OUTPUT__ICEBERG__CATALOG__URI": f"sqlite:///{ICEBERG / 'catalog.db'}",
+            "ZEEK_PIPELINE_OUTPUT__ICEBERG__CATALOG__WAREHOUSE": str(ICEBERG / "warehouse"),
         }
         for name, module in SERVICES.items():
             if not built(module):
@@ -208,11 +268,16 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2)
 
         print("\n".join(summary_lines(OUTPUT / "parquet", expected, rejected)))
+        tables, metadata = iceberg_rows()  # each table commit follows its Parquet publish: wait for the last
+        while sum(tables.values()) < sum(rows.values()) and time.monotonic() < deadline + 60:
+            time.sleep(1)
+            tables, metadata = iceberg_rows()
+        print("\n".join(iceberg_lines(tables, metadata)))
         if "health" in processes:
             when = "" if keep_running else " (while the demo runs; `make demo` in a terminal keeps it up)"
             print(f"dashboard         : http://127.0.0.1:{health_port}/  (API: /api/v1/pipeline, docs: /docs){when}")
         print("logs              : output/log/")
-        complete = sum(rows.values()) + rejected == expected
+        complete = sum(rows.values()) + rejected == expected and sum(tables.values()) == sum(rows.values())
         if keep_running and processes:
             say("services keep running; press Ctrl-C to stop")
             with contextlib.suppress(KeyboardInterrupt):
