@@ -129,7 +129,7 @@ def iceberg_rows() -> tuple[collections.Counter[str], dict[str, str]]:
         table = catalog.load_table(identifier)
         snapshot = table.current_snapshot()
         summary = snapshot.summary if snapshot is not None else None
-        rows[identifier[-1]] = int(summary["total-records"]) if summary is not None else 0
+        rows[identifier[-1]] = int(summary["total-records"] or 0) if summary is not None else 0
         metadata[identifier[-1]] = table.metadata_location
     return rows, metadata
 
