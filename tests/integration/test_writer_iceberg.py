@@ -11,14 +11,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 from pyiceberg.catalog import Catalog
 
-from tests.infra import duckdb_iceberg, topics
+from tests.infra import duckdb_iceberg, s3_fixtures, topics
+from tests.infra.s3 import S3Server
 from tests.infra.zeek_data import SAMPLE_ZEEK
-from tests.integration.test_writer_faults import BUSY, kill_at_random_moments, real_stream, wait_until
+from tests.integration.test_writer_faults import BUSY, kill_at_random_moments, real_stream, s3_lake, wait_until
 from tests.integration.test_writer_support import (
     Coordinate,
     Feeder,
@@ -33,9 +35,11 @@ from tests.unit.test_writer_support import documents, interleave
 from zeek_pipeline.core.schema import OFFSET_COLUMN, PARTITION_COLUMN
 from zeek_pipeline.iceberg.catalog import open_catalog
 from zeek_pipeline.iceberg.commit import committed_offsets
-from zeek_pipeline.settings import IcebergCatalog, IcebergOutput
+from zeek_pipeline.settings import IcebergCatalog, IcebergOutput, S3Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+s3_server = s3_fixtures.s3_server
 
 NAMESPACE = "zeek"
 SAMPLE_TYPES = sorted(path.name.removesuffix(".json.gz") for path in SAMPLE_ZEEK.glob("*.json.gz"))
@@ -43,19 +47,36 @@ SAMPLE_TYPES = sorted(path.name.removesuffix(".json.gz") for path in SAMPLE_ZEEK
 
 @dataclass
 class IcebergLake(Lake):
-    """A Lake whose writers also commit to Iceberg tables in an SQLite catalog under the work directory."""
+    """A Lake whose writers also commit to Iceberg tables in an SQLite catalog under the work directory;
+    the warehouse is beside it, or on the S3 server (`s3_warehouse`)."""
+
+    s3_warehouse: S3Server | None = None
+    warehouse_url: str = ""
 
     def iceberg_settings(self) -> IcebergOutput:
+        s3 = S3Settings()
+        if self.s3_warehouse is not None:
+            server = self.s3_warehouse
+            if not self.warehouse_url:
+                self.warehouse_url = f"s3://{server.create_bucket(topics.unique_name('wh'))}/tables"
+            s3 = S3Settings(endpoint=server.endpoint, region=server.region, scheme="http",
+                            access_key=SecretStr(server.access_key), secret_key=SecretStr(server.secret_key))
         return IcebergOutput(enabled=True, catalog=IcebergCatalog(
-            uri=f"sqlite:///{self.workdir / 'iceberg' / 'catalog.db'}", warehouse=str(self.workdir / "iceberg" / "wh")))
+            uri=f"sqlite:///{self.workdir / 'iceberg' / 'catalog.db'}",
+            warehouse=self.warehouse_url or str(self.workdir / "iceberg" / "wh"), s3=s3))
 
     def service_env(self) -> dict[str, str]:
         settings = self.iceberg_settings()
         (self.workdir / "iceberg").mkdir(parents=True, exist_ok=True)
-        return {**super().service_env(),
-                "ZEEK_PIPELINE_OUTPUT__ICEBERG__ENABLED": "true",
-                "ZEEK_PIPELINE_OUTPUT__ICEBERG__CATALOG__URI": str(settings.catalog.uri),
-                "ZEEK_PIPELINE_OUTPUT__ICEBERG__CATALOG__WAREHOUSE": str(settings.catalog.warehouse)}
+        prefix = "ZEEK_PIPELINE_OUTPUT__ICEBERG__CATALOG__"
+        env = {**super().service_env(), "ZEEK_PIPELINE_OUTPUT__ICEBERG__ENABLED": "true",
+               prefix + "URI": str(settings.catalog.uri), prefix + "WAREHOUSE": str(settings.catalog.warehouse)}
+        s3 = settings.catalog.s3
+        if s3.endpoint is not None and s3.access_key is not None and s3.secret_key is not None:
+            env |= {prefix + "S3__ENDPOINT": s3.endpoint, prefix + "S3__REGION": s3.region,
+                    prefix + "S3__SCHEME": s3.scheme, prefix + "S3__ACCESS_KEY": s3.access_key.get_secret_value(),
+                    prefix + "S3__SECRET_KEY": s3.secret_key.get_secret_value()}
+        return env
 
     def catalog(self) -> Catalog:
         return open_catalog(self.iceberg_settings())
@@ -71,9 +92,12 @@ def scanned(catalog: Catalog) -> dict[str, list[Coordinate]]:
     return out
 
 
-def duckdb_counts(catalog: Catalog) -> dict[str, int]:
+def duckdb_counts(catalog: Catalog, s3: S3Server | None = None) -> dict[str, int]:
     """DuckDB's iceberg_scan of each table's current metadata: rows per log type (and distinct coordinates)."""
-    con = duckdb_iceberg.connect()
+    con = duckdb_iceberg.connect(httpfs=s3 is not None)
+    if s3 is not None:
+        duckdb_iceberg.create_s3_secret(con, endpoint=s3.endpoint, region=s3.region, access_key=s3.access_key,
+                                        secret_key=s3.secret_key)
     out = {}
     for _namespace, name in catalog.list_tables(NAMESPACE):
         location = catalog.load_table((NAMESPACE, name)).metadata_location
@@ -88,10 +112,13 @@ def duckdb_counts(catalog: Catalog) -> dict[str, int]:
 
 
 def hive_counts(lake: Lake) -> dict[str, int]:
-    rows = duckdb.sql(f"select log_type, count(*) from (select regexp_extract(filename, '{lake.base}/([^/]+)/', 1) "
-                      f"as log_type from read_parquet('{lake.base}/**/*.parquet', filename=true, "
-                      "union_by_name=true)) group by log_type").fetchall()
-    return dict(rows)
+    """Rows per log type of the Hive lake (a pyarrow dataset's files, on disk or S3)."""
+    fs, root = lake._fs_and_root()
+    counts: Counter[str] = Counter()
+    for path in lake.dataset().files:
+        with fs.open_input_file(path) as source:
+            counts[path.removeprefix(root + "/").split("/", 1)[0]] += pq.ParquetFile(source).metadata.num_rows
+    return dict(counts)
 
 
 def assert_tables_exactly_once(lake: IcebergLake, expected: set[Coordinate]) -> None:
@@ -106,7 +133,7 @@ def assert_tables_exactly_once(lake: IcebergLake, expected: set[Coordinate]) -> 
     assert set(counts) == expected
     per_type = {name: len(rows) for name, rows in tables.items()}
     assert per_type == hive_counts(lake)
-    assert duckdb_counts(catalog) == per_type
+    assert duckdb_counts(catalog, lake.s3_warehouse) == per_type
     for name, rows in tables.items():  # each table's map covers its rows
         offsets = committed_offsets(catalog.load_table((NAMESPACE, name)), lake.topic)
         for partition, offset in rows:
@@ -194,4 +221,22 @@ def test_two_writers_in_one_group_keep_the_tables_exactly_once(kafka_bootstrap: 
         assert first.terminate() == 0 and second.terminate() == 0
     expected = topic_coordinates(kafka_bootstrap, lake.topic, total)
     assert_exactly_once(lake, expected)
+    assert_tables_exactly_once(lake, expected)
+
+
+@pytest.mark.s3
+def test_on_s3_a_kill_before_the_table_commit_keeps_lake_and_tables_exactly_once(kafka_bootstrap: str,
+                                                                                 tmp_path: Path,
+                                                                                 s3_server: S3Server) -> None:
+    total = 20_000
+    hive = s3_lake(kafka_bootstrap, tmp_path, s3_server)  # the Hive lake on S3, and the warehouse too
+    lake = IcebergLake(kafka_bootstrap, tmp_path, hive.base, s3_env=hive.s3_env, filesystem=hive.filesystem,
+                       s3_warehouse=s3_server)
+    lake.create(topic=hive.topic)
+    with running(lake):
+        produce_transactional(kafka_bootstrap, lake.topic, real_stream(total), partitions=lake.partitions)
+        dies(lake, "writer-0", "published@4")
+        dies(lake, "writer-1", "recovering@1")
+        expected = finish(lake, total)
+    assert lake.warehouse_url.startswith("s3://")
     assert_tables_exactly_once(lake, expected)
